@@ -1,0 +1,188 @@
+"""The CloudEvents 1.0 envelope and its binary-mode form, the transport :class:`Message`."""
+
+from __future__ import annotations
+
+import base64
+import time as _time
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from tidings.errors import DecodeError
+from tidings.message.ids import uuid7
+
+__all__ = ["CE_PREFIX", "Envelope", "Message", "format_time", "parse_time"]
+
+CE_PREFIX = "ce-"
+_CE_ATTRS = (
+    "type",
+    "source",
+    "specversion",
+    "time",
+    "subject",
+    "correlationid",
+    "causationid",
+    "partitionkey",
+    "dataversion",
+)
+
+
+class Message(msgspec.Struct, kw_only=True):
+    """What a transport moves: one CloudEvent in binary mode.
+
+    ``headers`` hold the CloudEvents attributes as ``ce-<name>`` (HTTP/NATS binding names),
+    ``content-type``, and the user's own headers; ``body`` is the encoded data. A transport
+    whose wire protocol uses another header prefix (Kafka ``ce_``, AMQP ``cloudEvents:``)
+    translates in its own module. ``deliver_at`` and ``expires_at`` are Unix times (seconds).
+    """
+
+    id: str
+    topic: str
+    body: bytes
+    headers: dict[str, str] = {}
+    key: str | None = None
+    deliver_at: float | None = None
+    expires_at: float | None = None
+
+
+def format_time(ts: float) -> str:
+    """Unix time → RFC 3339 with microseconds and ``Z``."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: str) -> datetime:
+    """RFC 3339 → aware datetime."""
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise DecodeError(f"invalid RFC 3339 time {value!r}") from exc
+
+
+class Envelope(msgspec.Struct, kw_only=True, frozen=True):
+    """A CloudEvents 1.0 event: attributes, the tidings extensions and the encoded data."""
+
+    id: str
+    type: str
+    source: str = "tidings"
+    specversion: str = "1.0"
+    time: str = ""
+    subject: str | None = None
+    datacontenttype: str = "application/json"
+    data: bytes = b""
+    correlationid: str | None = None
+    causationid: str | None = None
+    partitionkey: str | None = None
+    dataversion: int = 1
+    headers: dict[str, str] = {}
+
+    @classmethod
+    def new(
+        cls,
+        type: str,
+        data: bytes,
+        *,
+        source: str = "tidings",
+        subject: str | None = None,
+        key: str | None = None,
+        correlationid: str | None = None,
+        causationid: str | None = None,
+        dataversion: int = 1,
+        headers: dict[str, str] | None = None,
+    ) -> Envelope:
+        """Make a new envelope with a fresh UUIDv7 id and the current time.
+
+        The correlation id defaults to the envelope's own id (a new conversation).
+        """
+        eid = uuid7()
+        return cls(
+            id=eid,
+            type=type,
+            source=source,
+            time=format_time(_time.time()),
+            subject=subject,
+            data=data,
+            correlationid=correlationid or eid,
+            causationid=causationid,
+            partitionkey=key,
+            dataversion=dataversion,
+            headers=headers or {},
+        )
+
+    def to_message(
+        self,
+        topic: str,
+        *,
+        deliver_at: float | None = None,
+        expires_at: float | None = None,
+    ) -> Message:
+        """Binary-mode form for a transport."""
+        headers = dict(self.headers)
+        headers["content-type"] = self.datacontenttype
+        for name in _CE_ATTRS:
+            value = getattr(self, name)
+            if value is not None:
+                headers[CE_PREFIX + name] = str(value)
+        return Message(
+            id=self.id,
+            topic=topic,
+            body=self.data,
+            headers=headers,
+            key=self.partitionkey,
+            deliver_at=deliver_at,
+            expires_at=expires_at,
+        )
+
+    @classmethod
+    def from_message(cls, message: Message) -> Envelope:
+        """Rebuild the envelope from a transport message.
+
+        Raises :class:`DecodeError` when required CloudEvents attributes are missing.
+        """
+        attrs: dict[str, Any] = {}
+        user: dict[str, str] = {}
+        for k, v in message.headers.items():
+            if k.startswith(CE_PREFIX):
+                attrs[k[len(CE_PREFIX) :]] = v
+            elif k != "content-type":
+                user[k] = v
+        etype = attrs.pop("type", None)
+        if not etype:
+            raise DecodeError(f"message {message.id} has no ce-type header (not a CloudEvent)")
+        try:
+            version = int(attrs.pop("dataversion", 1))
+        except ValueError as exc:
+            raise DecodeError(f"message {message.id} has a non-integer ce-dataversion") from exc
+        known = {k: attrs[k] for k in _CE_ATTRS if k in attrs}
+        return cls(
+            id=message.id,
+            type=etype,
+            data=message.body,
+            datacontenttype=message.headers.get("content-type", "application/json"),
+            dataversion=version,
+            headers=user,
+            **known,
+        )
+
+    def to_structured(self) -> dict[str, Any]:
+        """Structured-mode JSON object (data decoded when it is JSON)."""
+        out: dict[str, Any] = {
+            "specversion": self.specversion,
+            "id": self.id,
+            "type": self.type,
+            "source": self.source,
+            "time": self.time,
+            "datacontenttype": self.datacontenttype,
+        }
+        for name in ("subject", "correlationid", "causationid", "partitionkey"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.dataversion != 1:
+            out["dataversion"] = self.dataversion
+        out.update(self.headers)
+        try:
+            out["data"] = msgspec.json.decode(self.data) if self.data else None
+        except msgspec.DecodeError:
+            out["data_base64"] = base64.b64encode(self.data).decode()
+        return out
