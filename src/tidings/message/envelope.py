@@ -46,9 +46,18 @@ class Message(msgspec.Struct, kw_only=True):
     expires_at: float | None = None
 
 
+_second_cache: tuple[int, str] = (-1, "")
+
+
 def format_time(ts: float) -> str:
     """Unix time → RFC 3339 with microseconds and ``Z``."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    global _second_cache
+    sec = int(ts)
+    cached_sec, prefix = _second_cache
+    if sec != cached_sec:
+        prefix = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second_cache = (sec, prefix)
+    return f"{prefix}.{int((ts - sec) * 1_000_000):06d}Z"
 
 
 def parse_time(value: str) -> datetime:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
+import random
 import threading
 import time
 
 __all__ = ["uuid7"]
 
 _lock = threading.Lock()
+_rand = random.getrandbits  # the module instance is reseeded after fork
 _last_ms = 0
 _seq = 0
 
@@ -24,7 +25,7 @@ def uuid7() -> str:
         ms = time.time_ns() // 1_000_000
         if ms > _last_ms:
             _last_ms = ms
-            _seq = int.from_bytes(os.urandom(1), "big")
+            _seq = _rand(8)
         else:
             _seq += 1
             if _seq > 0xFFF:
@@ -32,7 +33,11 @@ def uuid7() -> str:
                 _seq = 0
             ms = _last_ms
         seq = _seq
-    rand_b = int.from_bytes(os.urandom(8), "big") & 0x3FFF_FFFF_FFFF_FFFF
-    value = (ms << 80) | (0x7 << 76) | (seq << 64) | (0b10 << 62) | rand_b
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    rand_b = _rand(62)
+    return "%08x-%04x-%04x-%04x-%012x" % (  # noqa: UP031  (fastest formatting here)
+        ms >> 16,
+        ms & 0xFFFF,
+        0x7000 | seq,
+        0x8000 | (rand_b >> 48),
+        rand_b & 0xFFFF_FFFF_FFFF,
+    )

@@ -1,0 +1,452 @@
+"""The App: publish, subscribe handlers, send commands, run with graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from tidings.app.consumer import Consumer
+from tidings.app.context import Context
+from tidings.app.deadletters import DLQ_GROUP, DeadLetters, dlq_topic
+from tidings.app.dispatch import Dispatcher
+from tidings.app.handler import Handler, HandlerFunc, make_decoder
+from tidings.app.retry import Retry
+from tidings.config import resolve_url
+from tidings.errors import (
+    CapabilityNotSupported,
+    ConfigurationError,
+    DuplicateHandler,
+    MessageTooLarge,
+    NoHandler,
+)
+from tidings.message import (
+    CE_PREFIX,
+    Message,
+    TypeRegistry,
+    default_registry,
+    encode_json,
+    format_time,
+    uuid7,
+)
+from tidings.transports import Transport, open_transport
+from tidings.transports.base import StartFrom
+
+__all__ = ["COMMAND_GROUP", "App", "Middleware", "command_topic"]
+
+log = logging.getLogger("tidings.app")
+
+Middleware = Callable[[Handler], Handler]
+"""Wraps the handler call: ``def mw(next: Handler) -> Handler``."""
+
+COMMAND_GROUP = "handler"
+"""The single group that consumes a command topic (competing consumers share it)."""
+
+
+def command_topic(type_name: str) -> str:
+    """The topic commands of ``type_name`` are sent to."""
+    return f"commands.{type_name}"
+
+
+class _Registration:
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+        self.started = False
+
+
+class App:
+    """An event-driven application bound to one broker URL.
+
+    ``url`` defaults to ``$TIDINGS_BROKER_URL``, then ``sqlite:///./tidings.db``.
+    ``await app.start()`` connects and starts every registered subscriber; publishing
+    works from then on. ``async with App(url) as app`` does the same and stops on exit.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        source: str = "tidings",
+        registry: TypeRegistry = default_registry,
+        middleware: Iterable[Middleware] = (),
+        max_message_size: int = 1_048_576,
+        grace: float = 10.0,
+        **transport_options: Any,
+    ) -> None:
+        self.url = resolve_url(url, "TIDINGS_BROKER_URL")
+        self.source = source
+        self.registry = registry
+        self.middleware: list[Middleware] = list(middleware)
+        self.max_message_size = max_message_size
+        self.grace = grace
+        self.transport: Transport = open_transport(self.url, **transport_options)
+        self.dead_letters = DeadLetters(self.transport)
+        self._registrations: list[_Registration] = []
+        self._commands: dict[str, str] = {}
+        self._known_handled: set[str] = set()
+        self._type_info: dict[type[Any], tuple[str, str | None]] = {}
+        self._started = False
+        self._stopping: asyncio.Event | None = None
+
+    # ---------------------------------------------------------------- publishing
+
+    def _message(
+        self,
+        topic: str,
+        event: object,
+        *,
+        key: str | None,
+        headers: Mapping[str, str] | None,
+        delay: float | None,
+        ttl: float | None,
+        subject: str | None,
+        type: str | None,
+        correlation_id: str | None,
+        causation_id: str | None,
+        now: float,
+    ) -> Message:
+        cls = event.__class__
+        info = self._type_info.get(cls)
+        if info is None:
+            if isinstance(event, dict | list):
+                info = ("json", None)
+            else:
+                version = getattr(cls, "__version__", 1)
+                info = (self.registry.name_of(cls), str(version) if version != 1 else None)
+            self._type_info[cls] = info
+        if type is None:
+            type = info[0]
+        body = encode_json(event)
+        if len(body) > self.max_message_size:
+            raise MessageTooLarge(len(body), self.max_message_size)
+        mid = uuid7()
+        h: dict[str, str] = dict(headers) if headers else {}
+        h["content-type"] = "application/json"
+        h[CE_PREFIX + "type"] = type
+        h[CE_PREFIX + "source"] = self.source
+        h[CE_PREFIX + "specversion"] = "1.0"
+        h[CE_PREFIX + "time"] = format_time(now)
+        h[CE_PREFIX + "correlationid"] = correlation_id or mid
+        if causation_id:
+            h[CE_PREFIX + "causationid"] = causation_id
+        if key is not None:
+            h[CE_PREFIX + "partitionkey"] = key
+        if subject is not None:
+            h[CE_PREFIX + "subject"] = subject
+        if info[1] is not None:
+            h[CE_PREFIX + "dataversion"] = info[1]
+        return Message(
+            id=mid,
+            topic=topic,
+            body=body,
+            headers=h,
+            key=key,
+            deliver_at=now + delay if delay else None,
+            expires_at=now + ttl if ttl else None,
+        )
+
+    async def publish(
+        self,
+        topic: str,
+        event: object,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        delay: float | None = None,
+        ttl: float | None = None,
+        subject: str | None = None,
+        type: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> str:
+        """Publish one event; returns its id once the broker durably accepted it.
+
+        ``key`` orders and partitions; ``delay`` (seconds) holds delivery back; ``ttl``
+        (seconds) dead-letters it, reason ``expired``, in each group that has not consumed
+        it in time. ``event`` is a Struct, dataclass, pydantic model, or a dict/list
+        (type ``json`` unless ``type`` is given).
+        """
+        await self._ensure_started()
+        message = self._message(
+            topic,
+            event,
+            key=key,
+            headers=headers,
+            delay=delay,
+            ttl=ttl,
+            subject=subject,
+            type=type,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            now=time.time(),
+        )
+        await self.transport.publish([message])
+        return message.id
+
+    async def publish_many(
+        self,
+        topic: str,
+        events: Sequence[object],
+        *,
+        key: str | Callable[[object], str | None] | None = None,
+        headers: Mapping[str, str] | None = None,
+        delay: float | None = None,
+        ttl: float | None = None,
+    ) -> list[str]:
+        """Publish a batch in one broker round trip (one commit); returns the ids in order.
+
+        ``key`` may be a function of the event.
+        """
+        await self._ensure_started()
+        now = time.time()
+        messages = [
+            self._message(
+                topic,
+                e,
+                key=key(e) if callable(key) else key,
+                headers=headers,
+                delay=delay,
+                ttl=ttl,
+                subject=None,
+                type=None,
+                correlation_id=None,
+                causation_id=None,
+                now=now,
+            )
+            for e in events
+        ]
+        if messages:
+            await self.transport.publish(messages)
+        return [m.id for m in messages]
+
+    async def send(
+        self,
+        command: object,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        delay: float | None = None,
+        ttl: float | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> str:
+        """Send a command to its one handler; raises :class:`NoHandler` if none ever subscribed."""
+        await self._ensure_started()
+        name = self.registry.name_of(command.__class__)
+        topic = command_topic(name)
+        if topic not in self._known_handled:
+            if COMMAND_GROUP not in await self.transport.groups(topic):
+                raise NoHandler(
+                    f"no handler for command {name!r}: start a process with "
+                    f"@app.handle({command.__class__.__name__}) first (commands are not "
+                    "broadcast; one without a handler would be lost)"
+                )
+            self._known_handled.add(topic)
+        return await self.publish(
+            topic,
+            command,
+            key=key,
+            headers=headers,
+            delay=delay,
+            ttl=ttl,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        )
+
+    # ---------------------------------------------------------------- subscribing
+
+    def subscribe(
+        self,
+        topic: str,
+        *,
+        group: str | None = None,
+        retry: Retry | None = None,
+        ordered: bool = False,
+        concurrency: int = 16,
+        prefetch: int | None = None,
+        timeout: float | None = 30.0,
+        lease: float | None = None,
+        start: StartFrom = "latest",
+        middleware: Iterable[Middleware] = (),
+    ) -> Callable[[HandlerFunc], HandlerFunc]:
+        """Register ``async def handler(event[, ctx])`` for ``topic`` in ``group``.
+
+        ``group`` defaults to the handler's qualified name, so the same code in several
+        processes forms one group of competing consumers. ``concurrency`` bounds both the
+        parallel handlers and the prefetch. ``timeout`` cancels a handler that runs longer
+        (it counts as a failed attempt); the broker lease is ``lease`` or ``timeout + 10``.
+        """
+        if topic.startswith("commands."):
+            raise ConfigurationError(
+                f"{topic!r} is a command topic; register its one handler with @app.handle(Command)"
+            )
+        return self._register(
+            topic, group, retry, ordered, concurrency, prefetch, timeout, lease, start, middleware
+        )
+
+    def handle(
+        self,
+        command: type[Any],
+        *,
+        retry: Retry | None = None,
+        concurrency: int = 16,
+        timeout: float | None = 30.0,
+        lease: float | None = None,
+        middleware: Iterable[Middleware] = (),
+    ) -> Callable[[HandlerFunc], HandlerFunc]:
+        """Register the one handler of a command class (a second raises :class:`DuplicateHandler`)."""
+        name = self.registry.name_of(command)
+        if name in self._commands:
+            raise DuplicateHandler(
+                f"command {name!r} already has a handler ({self._commands[name]}); "
+                "a command has exactly one handler"
+            )
+
+        def decorator(func: HandlerFunc) -> HandlerFunc:
+            self._commands[name] = func.__qualname__
+            return self._register(
+                command_topic(name), COMMAND_GROUP, retry, False, concurrency, None, timeout,
+                lease, "earliest", middleware,
+            )(func)
+
+        return decorator
+
+    def _register(
+        self,
+        topic: str,
+        group: str | None,
+        retry: Retry | None,
+        ordered: bool,
+        concurrency: int,
+        prefetch: int | None,
+        timeout: float | None,
+        lease: float | None,
+        start: StartFrom,
+        middleware: Iterable[Middleware],
+    ) -> Callable[[HandlerFunc], HandlerFunc]:
+        if concurrency < 1 or (prefetch is not None and prefetch < 1):
+            raise ConfigurationError("concurrency and prefetch must be at least 1")
+        rounds = -(-max(prefetch or concurrency, concurrency) // concurrency)
+        if ordered and not self.transport.features.ordered:
+            raise CapabilityNotSupported(
+                f"{self.url.split('://')[0]}:// does not support ordered=True subscriptions"
+            )
+        if start == "earliest" and not self.transport.features.replay:
+            raise CapabilityNotSupported(
+                f"{self.url.split('://')[0]}:// cannot replay (start='earliest')"
+            )
+        extra = list(middleware)
+
+        def decorator(func: HandlerFunc) -> HandlerFunc:
+            decoder, takes_ctx = make_decoder(func, self.registry)
+
+            if takes_ctx:
+
+                async def call(payload: Any, ctx: Context) -> None:
+                    await func(payload, ctx)
+            else:
+
+                async def call(payload: Any, ctx: Context) -> None:
+                    await func(payload)
+
+            chain: Handler = call
+            for mw in reversed([*self.middleware, *extra]):
+                chain = mw(chain)
+            name = group or f"{func.__module__}.{func.__qualname__}"
+            dispatcher = Dispatcher(
+                self,
+                self.transport,
+                topic=topic,
+                group=name,
+                handler=chain,
+                decoder=decoder,
+                retry=retry or Retry(),
+                timeout=timeout,
+            )
+            consumer = Consumer(
+                dispatcher,
+                ordered=ordered,
+                start=start,
+                lease=lease if lease is not None else (timeout or 50.0) * rounds + 10.0,
+                concurrency=concurrency,
+                prefetch=prefetch,
+            )
+            reg = _Registration(consumer)
+            self._registrations.append(reg)
+            if self._started:
+                asyncio.get_running_loop().create_task(self._start_consumer(reg))
+            return func
+
+        return decorator
+
+    @property
+    def consumers(self) -> list[Consumer]:
+        """The registered subscriptions."""
+        return [r.consumer for r in self._registrations]
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def _ensure_started(self) -> None:
+        if not self._started:
+            await self.start()
+
+    async def _start_consumer(self, reg: _Registration) -> None:
+        if reg.started:
+            return
+        c = reg.consumer
+        await self.transport.ensure_group(dlq_topic(c.topic, c.group), DLQ_GROUP)
+        await c.start()
+        reg.started = True
+
+    async def start(self) -> None:
+        """Connect to the broker and start every registered subscriber. Idempotent."""
+        if self._started:
+            return
+        await self.transport.start()
+        self._started = True
+        for reg in self._registrations:
+            await self._start_consumer(reg)
+
+    async def stop(self) -> None:
+        """Graceful shutdown: stop fetching, drain in-flight handlers, close the broker."""
+        if not self._started:
+            return
+        self._started = False
+        await asyncio.gather(*(r.consumer.stop(self.grace) for r in self._registrations if r.started))
+        for r in self._registrations:
+            r.started = False
+        await self.transport.close()
+
+    async def run(self) -> None:
+        """Start, then serve until SIGINT/SIGTERM (or :meth:`shutdown`), then stop gracefully."""
+        self._stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._stopping.set)
+                installed.append(sig)
+        try:
+            await self.start()
+            await self._stopping.wait()
+            log.info("shutting down: draining in-flight messages (grace %.1fs)", self.grace)
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+    def shutdown(self) -> None:
+        """Ask a running :meth:`run` to stop."""
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def __aenter__(self) -> App:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,145 @@
+"""A running subscription: one fetch loop, ``concurrency`` workers, bounded prefetch, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from tidings.app.dispatch import Dispatcher
+from tidings.transports.base import Delivery, StartFrom, Subscription
+
+__all__ = ["Consumer"]
+
+log = logging.getLogger("tidings.consumer")
+
+
+class Consumer:
+    """Pulls deliveries for one subscription and feeds them to workers.
+
+    At most ``prefetch`` deliveries (default ``concurrency``) are leased at once (fetched but
+    not settled), so memory stays flat on any backlog (DESIGN §4.8). A fetched batch is
+    split among the idle workers; each handles its chunk in order, which amortises the
+    hand-off when handlers are fast and keeps ``concurrency`` handlers busy when they are slow. Stopping stops fetching, lets in-flight
+    handlers finish for ``grace`` seconds, then cancels them and releases their messages.
+    """
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        *,
+        ordered: bool,
+        start: StartFrom,
+        lease: float,
+        concurrency: int,
+        prefetch: int | None = None,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.ordered = ordered
+        self.start_from: StartFrom = start
+        self.lease = lease
+        self.concurrency = concurrency
+        self.prefetch = max(prefetch or concurrency, concurrency)
+        self._free = self.prefetch
+        self._freed = asyncio.Event()
+        self._idle_workers = concurrency
+        self._queue: asyncio.Queue[list[Delivery]] = asyncio.Queue()
+        self._subscription: Subscription | None = None
+        self._fetcher: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._watchdog: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def topic(self) -> str:
+        return self.dispatcher.topic
+
+    @property
+    def group(self) -> str:
+        return self.dispatcher.group
+
+    async def start(self) -> None:
+        """Join the group and start fetching."""
+        d = self.dispatcher
+        self._subscription = await d.transport.subscribe(
+            d.topic, d.group, ordered=self.ordered, start=self.start_from, lease=self.lease
+        )
+        name = f"tidings:{d.topic}/{d.group}"
+        self._fetcher = asyncio.create_task(self._fetch_loop(), name=name + ":fetch")
+        if d.watchdog is not None:
+            self._watchdog = asyncio.create_task(d.watchdog.run(), name=name + ":watchdog")
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"{name}:worker{i}")
+            for i in range(self.concurrency)
+        ]
+
+    async def _fetch_loop(self) -> None:
+        assert self._subscription is not None
+        while True:
+            while self._free <= 0:
+                self._freed.clear()
+                await self._freed.wait()
+            try:
+                batch = await self._subscription.fetch(self._free)
+            except Exception as exc:
+                log.error("fetch failed on %s/%s: %r; retrying in 1s", self.topic, self.group, exc)
+                await asyncio.sleep(1.0)
+                continue
+            if not batch:
+                return
+            self._free -= len(batch)
+            self._idle.clear()
+            parts = max(1, min(self._idle_workers, len(batch)))
+            size = -(-len(batch) // parts)
+            for i in range(0, len(batch), size):
+                self._queue.put_nowait(batch[i : i + size])
+
+    async def _work(self) -> None:
+        process = self.dispatcher.process
+        while True:
+            chunk = await self._queue.get()
+            self._idle_workers -= 1
+            i = 0
+            try:
+                for i, delivery in enumerate(chunk):  # noqa: B007
+                    try:
+                        await process(delivery)
+                    except Exception:
+                        log.exception("unexpected error settling %s", delivery.message.id)
+            except asyncio.CancelledError:
+                for delivery in chunk[i:]:
+                    with contextlib.suppress(Exception):
+                        await delivery.nack(0.0)
+                raise
+            finally:
+                self._idle_workers += 1
+                self._free += len(chunk)
+                self._freed.set()
+                if self._free == self.prefetch:
+                    self._idle.set()
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop fetching; finish in-flight work within ``grace`` seconds, release the rest."""
+        if self._subscription is not None:
+            await self._subscription.close()
+        if self._fetcher is not None:
+            self._fetcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._fetcher
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self._idle.wait()
+        tasks = [*self._workers, *([self._watchdog] if self._watchdog else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        while not self._queue.empty():
+            for delivery in self._queue.get_nowait():
+                with contextlib.suppress(Exception):
+                    await delivery.nack(0.0)
+        self._workers = []
+        self._fetcher = None
+        self._watchdog = None
