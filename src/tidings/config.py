@@ -44,7 +44,9 @@ def load_backend(url: str, table: Mapping[str, str], what: str) -> ModuleType:
     module = table.get(scheme)
     if module is None:
         supported = ", ".join(f"{s}://" for s in sorted(table))
-        raise UnsupportedURL(f"unknown {what} URL scheme {scheme!r} in {url!r}; supported: {supported}")
+        raise UnsupportedURL(
+            f"unknown {what} URL scheme {scheme!r} in {url!r}; supported: {supported}"
+        )
     return importlib.import_module(module)
 
 

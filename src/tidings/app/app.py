@@ -298,7 +298,11 @@ class App:
         lease: float | None = None,
         middleware: Iterable[Middleware] = (),
     ) -> Callable[[HandlerFunc], HandlerFunc]:
-        """Register the one handler of a command class (a second raises :class:`DuplicateHandler`)."""
+        """Register the one handler of a command class.
+
+        A second handler in this app raises :class:`DuplicateHandler`; the same handler in
+        several processes forms competing consumers, so each command is handled once.
+        """
         name = self.registry.name_of(command)
         if name in self._commands:
             raise DuplicateHandler(
@@ -309,8 +313,16 @@ class App:
         def decorator(func: HandlerFunc) -> HandlerFunc:
             self._commands[name] = func.__qualname__
             return self._register(
-                command_topic(name), COMMAND_GROUP, retry, False, concurrency, None, timeout,
-                lease, "earliest", middleware,
+                command_topic(name),
+                COMMAND_GROUP,
+                retry,
+                False,
+                concurrency,
+                None,
+                timeout,
+                lease,
+                "earliest",
+                middleware,
             )(func)
 
         return decorator
@@ -416,7 +428,9 @@ class App:
         if not self._started:
             return
         self._started = False
-        await asyncio.gather(*(r.consumer.stop(self.grace) for r in self._registrations if r.started))
+        await asyncio.gather(
+            *(r.consumer.stop(self.grace) for r in self._registrations if r.started)
+        )
         for r in self._registrations:
             r.started = False
         await self.transport.close()

@@ -188,7 +188,10 @@ class DeadLetters:
                 continue
             letters = [
                 d
-                for d in (DeadLetter.from_message(m) for m in await self._transport.browse(name, DLQ_GROUP, 1_000_000))
+                for d in (
+                    DeadLetter.from_message(m)
+                    for m in await self._transport.browse(name, DLQ_GROUP, 1_000_000)
+                )
                 if (topic is None or d.topic == topic)
                 and (group is None or d.group == group)
                 and (ids is None or d.id in set(ids))

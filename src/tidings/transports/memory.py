@@ -9,6 +9,7 @@ a consumer app in one test, say). Topics keep their last ``retention`` messages 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -187,13 +188,13 @@ class _MemorySubscription(Subscription):
             now = time.time()
             deadline = group.housekeep(now)
             if group.ready:
-                return [_MemoryDelivery(group, e) for e in group.lease(max_messages, self._lease, now)]
+                return [
+                    _MemoryDelivery(group, e) for e in group.lease(max_messages, self._lease, now)
+                ]
             group.wakeup.clear()
             timeout = None if deadline is None else max(deadline - now, 0.0005)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(group.wakeup.wait(), timeout)
-            except TimeoutError:
-                pass
         return []
 
     async def close(self) -> None:

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from tidings.app.context import Context
 from tidings.app.handler import Handler
 
-__all__ = ["Deduplicate", "DedupeStore", "MemoryDedupeStore"]
+__all__ = ["DedupeStore", "Deduplicate", "MemoryDedupeStore"]
 
 
 class DedupeStore(Protocol):
