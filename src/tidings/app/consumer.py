@@ -21,7 +21,8 @@ class Consumer:
     not settled), so memory stays flat on any backlog (DESIGN §4.8). A fetched batch is
     split among the idle workers; each handles its chunk in order, which amortises the
     hand-off when handlers are fast and keeps ``concurrency`` handlers busy when they are
-    slow. Stopping stops fetching, lets in-flight handlers finish for ``grace`` seconds, then cancels them and releases their messages.
+    slow. Stopping stops fetching, lets in-flight handlers finish for ``grace`` seconds,
+    then cancels them and releases their messages.
     """
 
     def __init__(

@@ -12,6 +12,10 @@ Positions and versions:
   "before the first event". Readers of the global log never skip an event that commits
   late with a lower position.
 * ``from_version`` / ``from_position`` arguments are inclusive.
+* A stream's category is the part of its name before the first ``-`` (``account-42`` is in
+  category ``account``); a name without ``-`` has no category.
+* Event ids are unique in the whole store. Re-appending the same ids at the same place is
+  idempotent; the same ids anywhere else raise :class:`DuplicateEventId`.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ from collections.abc import AsyncIterator, Sequence
 
 import msgspec
 
+from tidings.errors import StoreError
+
 __all__ = [
     "ANY",
     "EXISTS",
     "NO_STREAM",
     "AppendResult",
+    "DuplicateEventId",
     "ExpectedVersion",
     "NewEvent",
     "RecordedEvent",
@@ -56,6 +63,22 @@ EXISTS = _Expect.EXISTS
 
 ExpectedVersion = _Expect | int
 """``ANY``, ``NO_STREAM``, ``EXISTS`` or the exact current version (last event's version)."""
+
+
+class DuplicateEventId(StoreError):
+    """An appended event id is already stored at another place (stream or version).
+
+    Raised instead of an idempotent success when the ids of an append are already stored
+    but not as exactly this append (same stream, consecutive versions in the same order,
+    at the place ``expected_version`` names), or when one append repeats an id.
+    """
+
+    def __init__(self, event_id: str, stream: str | None, version: int | None) -> None:
+        self.event_id = event_id
+        self.stream = stream
+        self.version = version
+        where = "in this append" if stream is None else f"as event {version} of {stream!r}"
+        super().__init__(f"event id {event_id!r} is already stored {where}")
 
 
 class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -128,7 +151,10 @@ class Recorder(abc.ABC):
         """Atomically append ``events``; raises ``WrongExpectedVersion`` (with ``actual``).
 
         Re-appending events whose ids are already stored in ``stream`` at the same place is
-        idempotent: it returns the original result and writes nothing.
+        idempotent: it returns the original result and writes nothing. The same ids at
+        another place raise ``DuplicateEventId``. Raises ``StreamDeleted`` for a tombstoned
+        stream, ``InvalidStreamName``, and ``ValueError`` for an empty ``events``.
+        Concurrent appends from one loop are safe; a cancelled append may still commit.
         """
 
     @abc.abstractmethod
@@ -149,7 +175,9 @@ class Recorder(abc.ABC):
     ) -> list[RecordedEvent]:
         """Events in global order with ``position >= from_position``.
 
-        ``category`` keeps only streams whose name starts with ``category + "-"``.
+        ``category`` keeps only streams of that category (name part before the first ``-``,
+        so ``category="account"`` reads ``account-42``, ``account-7-x``, not ``accounts-1``).
+        Events of deleted streams stay in the global log (audit trail).
         Never returns an event past a position whose commit is still in doubt.
         """
 
@@ -157,7 +185,11 @@ class Recorder(abc.ABC):
     def subscribe(
         self, from_position: int = 0, *, category: str | None = None
     ) -> AsyncIterator[RecordedEvent]:
-        """Catch up from ``from_position``, then follow live appends: no gap, no duplicate."""
+        """Catch up from ``from_position``, then follow live appends: no gap, no duplicate.
+
+        Events come in strictly increasing position order. The iterator ends when the
+        recorder closes; close it early with ``aclose()`` (or ``contextlib.aclosing``).
+        """
 
     @abc.abstractmethod
     async def head(self) -> int:
@@ -173,7 +205,12 @@ class Recorder(abc.ABC):
 
     @abc.abstractmethod
     async def delete_stream(self, stream: str) -> None:
-        """Tombstone ``stream``: reads raise ``StreamDeleted``; global positions stay as they are."""
+        """Tombstone ``stream``: its reads and appends raise ``StreamDeleted``.
+
+        Its events stay in the global log (``read_all``, subscriptions) as an audit trail,
+        so global positions never change. Deleting a stream that never existed reserves
+        the name. Idempotent.
+        """
 
     @abc.abstractmethod
     async def save_snapshot(self, snapshot: Snapshot) -> None:

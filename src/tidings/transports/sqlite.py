@@ -1,0 +1,378 @@
+"""Embedded broker ``sqlite:///path.db``: durable, shared by every process on one machine.
+
+URLs: ``sqlite:///relative/path.db`` (relative to the working directory) and
+``sqlite:////abs/path.db``. Options, as keyword arguments of ``create`` or URL query
+parameters (``sqlite:///x.db?busy_timeout=10``):
+
+``busy_timeout`` (seconds, default 5)
+    How long a write waits for another process's transaction before ``BrokerUnavailable``.
+``poll_interval`` (seconds, default 0.005) and ``max_poll_interval`` (default 0.1)
+    An idle ``fetch`` polls for other processes' writes and delayed messages coming due,
+    backing off from the first to the second. Writes made through this transport wake
+    its own fetches at once.
+``retention`` (seconds, default 86400)
+    A message row is kept while any group has it pending and, in any case, for
+    ``retention`` seconds after publish; ``start="earliest"`` replays what is kept.
+    ``0`` deletes messages as soon as every group acked them.
+``gc_interval`` (seconds, default 1)
+    How often the writer deletes, in batches, message rows past retention.
+``max_message_size`` (bytes, default none)
+    Bodies larger than this raise ``MessageTooLarge`` at publish.
+
+Design. One writer thread owns the write connection; ``publish``, ``ack``, ``nack``, group
+creation, purge and leases are queued to it, and it commits everything queued in one
+``BEGIN IMMEDIATE`` transaction (group commit: one fsync for many callers), then resolves
+the callers' futures with ``loop.call_soon_threadsafe``. Reads that need no lock (idle
+polls, browse, stats) run on a second connection in a reader thread; no sqlite call runs on
+the event loop. WAL mode lets readers of every process run alongside the one writer.
+Publishing inserts each message once and one delivery row per group of its topic; a lease
+is one ``UPDATE ... RETURNING`` that stamps ``visible_at = now + lease``, the consumer id
+and ``attempt + 1``; ack deletes the row if the same lease still holds. A process killed
+mid-handler leaves its rows leased until ``visible_at`` passes, then any consumer of the
+group leases them again with the next attempt number. Schema and queries:
+:mod:`tidings.transports._sqlite_db`.
+
+``ordered=True`` is a property of the subscription: every consumer of an ordered group
+should subscribe with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from tidings.errors import MessageTooLarge, TransportClosed, UnsupportedURL
+from tidings.message import Message
+from tidings.transports import _sqlite_sql as sql
+from tidings.transports._sqlite_threads import Op, Reader, Result, Writer
+from tidings.transports.base import (
+    Delivery,
+    Features,
+    GroupStats,
+    StartFrom,
+    Subscription,
+    TopicStats,
+    Transport,
+)
+
+__all__ = ["SqliteTransport", "create"]
+
+T = TypeVar("T")
+
+_OPTIONS: dict[str, tuple[type, object]] = {
+    "busy_timeout": (float, 5.0),
+    "poll_interval": (float, 0.005),
+    "max_poll_interval": (float, 0.1),
+    "retention": (float, 86400.0),
+    "gc_interval": (float, 1.0),
+    "max_message_size": (int, None),
+}
+
+
+def parse_url(url: str) -> str:
+    """The database path of a ``sqlite:///path`` URL; raises ``UnsupportedURL``."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "sqlite":
+        raise UnsupportedURL(f"not a sqlite URL: {url!r}; use 'sqlite:///path.db'")
+    if parts.netloc:
+        raise UnsupportedURL(
+            f"sqlite URL {url!r} names a host ({parts.netloc!r}); use three slashes for a"
+            " relative path ('sqlite:///data/tidings.db') or four for an absolute one"
+            " ('sqlite:////var/lib/tidings.db')"
+        )
+    path = unquote(parts.path[1:])
+    if not path or path.endswith("/"):
+        raise UnsupportedURL(f"sqlite URL {url!r} has no file name; e.g. 'sqlite:///./tidings.db'")
+    if path == ":memory:" or path.startswith("file:"):
+        raise UnsupportedURL(
+            f"sqlite URL {url!r}: an in-memory database cannot be shared between the"
+            " transport's connections; use 'memory://' for a RAM-only broker"
+        )
+    return path
+
+
+def create(url: str, **options: object) -> SqliteTransport:
+    """Transport factory for ``sqlite:///path.db`` (options: see the module docstring)."""
+    path = parse_url(url)
+    merged: dict[str, object] = dict(parse_qsl(urlsplit(url).query))
+    merged.update(options)
+    unknown = sorted(set(merged) - set(_OPTIONS))
+    if unknown:
+        raise UnsupportedURL(
+            f"unknown sqlite transport options {unknown} in {url!r}; supported: {sorted(_OPTIONS)}"
+        )
+    values: dict[str, Any] = {}
+    for name, (kind, default) in _OPTIONS.items():
+        raw = merged.get(name, default)
+        try:
+            value = None if raw is None else kind(raw)
+        except (TypeError, ValueError) as exc:
+            raise UnsupportedURL(f"sqlite option {name}={raw!r} is not a {kind.__name__}") from exc
+        if value is not None and value < 0:
+            raise UnsupportedURL(f"sqlite option {name}={raw!r} must not be negative")
+        values[name] = value
+    return SqliteTransport(url, path, **values)
+
+
+class _SqliteDelivery(Delivery):
+    __slots__ = ("_done", "_lease", "_seq", "_sub", "attempt", "message")
+
+    def __init__(
+        self, sub: _SqliteSubscription, lease: str, seq: int, attempt: int, data: bytes
+    ) -> None:
+        self._sub = sub
+        self._lease = lease
+        self._seq = seq
+        self.attempt = attempt
+        self.message = sql.decode_message(data)
+        self._done = False
+
+    async def ack(self) -> None:
+        if not self._done:
+            self._done = True
+            sub = self._sub
+            # Acking a keyed message may unblock the next one of its key (ordered groups).
+            topics = () if self.message.key is None else (sub.topic,)
+            await sub.transport._submit("ack", (sub.group_id, self._lease, self._seq), topics)
+
+    async def nack(self, delay: float = 0.0) -> None:
+        if not self._done:
+            self._done = True
+            sub = self._sub
+            args = (sub.group_id, self._lease, max(delay, 0.0), self._seq)
+            await sub.transport._submit("nack", args, (sub.topic,))
+
+
+class _SqliteSubscription(Subscription):
+    def __init__(
+        self, transport: SqliteTransport, topic: str, group_id: int, ordered: bool, lease: float
+    ) -> None:
+        self.transport = transport
+        self.topic = topic
+        self.group_id = group_id
+        self.consumer = f"{os.getpid()}-{secrets.token_hex(4)}"
+        """Prefix of this subscription's lease tokens (``<consumer>/<n>``, one per fetch)."""
+        self._fetches = 0
+        self._ordered = ordered
+        self._lease_for = lease
+        self.closed = False
+
+    async def fetch(self, max_messages: int) -> list[Delivery]:
+        if max_messages < 1:
+            raise ValueError(f"max_messages must be at least 1, got {max_messages}")
+        transport = self.transport
+        wait = transport._poll_interval
+        look = True
+        while not (self.closed or transport._closing):
+            # Take the event before looking, so a write that lands meanwhile still wakes us.
+            event = transport._event(self.topic)
+            if look or await transport._read(sql.probe, self.group_id, self._ordered):
+                self._fetches += 1
+                lease = f"{self.consumer}/{self._fetches}"
+                args = (self.group_id, self._ordered, max_messages, self._lease_for, lease)
+                rows = await transport._submit("lease", args)
+                if rows:
+                    return [_SqliteDelivery(self, lease, *row) for row in rows]
+            try:
+                async with asyncio.timeout(wait):
+                    await event.wait()
+                wait, look = transport._poll_interval, True
+            except TimeoutError:
+                # Nothing from this process: poll for other processes' writes and for delays
+                # coming due with a read-only probe (no write lock), backing off.
+                wait, look = min(wait * 2, transport._max_poll_interval), False
+        return []
+
+    async def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport._notify({self.topic})
+
+
+class SqliteTransport(Transport):
+    """Broker in one SQLite file, shared by every process that opens it."""
+
+    features = Features(
+        persistent=True, multi_process=True, ordered=True, replay=True, delay=True, browse=True
+    )
+
+    def __init__(
+        self,
+        url: str,
+        path: str,
+        *,
+        busy_timeout: float = 5.0,
+        poll_interval: float = 0.005,
+        max_poll_interval: float = 0.1,
+        retention: float = 86400.0,
+        gc_interval: float = 1.0,
+        max_message_size: int | None = None,
+    ) -> None:
+        self.url = url
+        self.path = path
+        self._busy_timeout = busy_timeout
+        self._poll_interval = max(poll_interval, 0.001)
+        self._max_poll_interval = max(max_poll_interval, self._poll_interval)
+        self._retention = retention
+        self._gc_interval = gc_interval
+        self._max_message_size = max_message_size
+        self._writer: Writer | None = None
+        self._reader = Reader(path, busy_timeout)
+        self._events: dict[str, asyncio.Event] = {}
+        self._start_lock = asyncio.Lock()
+        self._closing = False
+        self._closed: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self._closing:
+                raise TransportClosed(f"transport {self.url} is closed")
+            if self._writer is None:
+                writer = Writer(
+                    self.path,
+                    self._busy_timeout,
+                    self._retention,
+                    self._gc_interval,
+                    asyncio.get_running_loop(),
+                    self._resolve,
+                )
+                await asyncio.to_thread(writer.start)
+                self._writer = writer
+
+    async def _submit(self, kind: str, args: Any, topics: Collection[str] = ()) -> Any:
+        if self._closing:
+            raise TransportClosed(f"transport {self.url} is closed")
+        if self._writer is None:
+            await self.start()
+        assert self._writer is not None
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._writer.submit(Op(kind, args, future, topics))
+        return await future
+
+    def _resolve(self, results: list[Result]) -> None:
+        """Runs on the loop: settle each caller's future, wake fetches of touched topics."""
+        touched: set[str] = set()
+        for op, result, error in results:
+            future = op.future
+            if future is None:
+                continue
+            if future.done():
+                if op.kind == "lease" and result:
+                    # The fetch was cancelled after its lease committed: hand the rows back.
+                    self._unlease(op, result)
+                continue
+            if error is not None:
+                future.set_exception(error)
+                continue
+            future.set_result(result)
+            touched.update(op.topics)
+        if touched:
+            self._notify(touched)
+
+    def _unlease(self, op: Op, rows: list[tuple[int, int, bytes]]) -> None:
+        if self._writer is None or self._closing:
+            return  # the leases expire on their own
+        group_id, _, _, _, lease = op.args
+        for seq, _, _ in rows:
+            self._writer.submit(Op("unlease", (group_id, lease, seq), None))
+
+    def _event(self, topic: str) -> asyncio.Event:
+        event = self._events.get(topic)
+        if event is None:
+            event = self._events[topic] = asyncio.Event()
+        return event
+
+    def _notify(self, topics: set[str] | list[str]) -> None:
+        for topic in topics:
+            event = self._events.pop(topic, None)
+            if event is not None:
+                event.set()
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        now = time.time()
+        limit = self._max_message_size
+        rows: list[sql.MessageRow] = []
+        for m in messages:
+            if limit is not None and len(m.body) > limit:
+                raise MessageTooLarge(len(m.body), limit)
+            ready_at = now if m.deliver_at is None or m.deliver_at < now else m.deliver_at
+            rows.append((m.topic, m.key, ready_at, sql.encode_message(m)))
+        await self._submit("publish", rows, {m.topic for m in messages})
+
+    async def _group_id(self, topic: str, group: str, start: StartFrom) -> int:
+        if start not in ("latest", "earliest"):
+            raise ValueError(f"start must be 'latest' or 'earliest', got {start!r}")
+        group_id: int = await self._submit("group", (topic, group, start))
+        return group_id
+
+    async def subscribe(
+        self,
+        topic: str,
+        group: str,
+        *,
+        ordered: bool = False,
+        start: StartFrom = "latest",
+        lease: float = 30.0,
+    ) -> Subscription:
+        if lease <= 0:
+            raise ValueError(f"lease must be positive, got {lease}")
+        group_id = await self._group_id(topic, group, start)
+        return _SqliteSubscription(self, topic, group_id, ordered, lease)
+
+    async def ensure_group(self, topic: str, group: str, *, start: StartFrom = "latest") -> None:
+        await self._group_id(topic, group, start)
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._closing:
+            raise TransportClosed(f"transport {self.url} is closed")
+        if self._writer is None:
+            await self.start()  # creates the schema
+        return await self._reader.run(fn, *args)
+
+    async def groups(self, topic: str) -> list[str]:
+        return await self._read(sql.read_groups, topic)
+
+    async def browse(self, topic: str, group: str, limit: int = 100) -> list[Message]:
+        rows = await self._read(sql.read_pending, topic, group, limit)
+        return [sql.decode_message(data) for data in rows]
+
+    async def purge(self, topic: str, group: str, ids: Sequence[str] | None = None) -> int:
+        if ids is not None and not ids:
+            return 0
+        count: int = await self._submit(
+            "purge", (topic, group, None if ids is None else list(ids)), (topic,)
+        )
+        return count
+
+    async def stats(self) -> list[TopicStats]:
+        counts, groups = await self._read(sql.read_stats)
+        per_topic: dict[str, list[GroupStats]] = {topic: [] for topic in counts}
+        for topic, name, pending, inflight in groups:
+            per_topic.setdefault(topic, []).append(GroupStats(name, pending, inflight))
+        return [
+            TopicStats(topic, counts.get(topic, 0), tuple(per_topic[topic]))
+            for topic in sorted(per_topic)
+        ]
+
+    async def close(self) -> None:
+        """Flush queued writes, stop the threads, close both connections. Idempotent."""
+        if self._closed is None:
+            self._closed = asyncio.get_running_loop().create_future()
+            self._closing = True
+            self._notify(list(self._events))
+            try:
+                async with self._start_lock:  # a start() in progress finishes first
+                    writer, self._writer = self._writer, None
+                if writer is not None:
+                    await asyncio.to_thread(writer.stop)
+                await asyncio.to_thread(self._reader.close)
+            finally:
+                self._closed.set_result(None)
+        await asyncio.shield(self._closed)
