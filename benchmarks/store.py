@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aggregates", type=int, default=1000, help="workload a (default 1000)")
     parser.add_argument("--full", action="store_true", help="10,000 aggregates x 10 events")
     parser.add_argument("--batch-events", type=int, default=20_000, help="workload b total")
-    parser.add_argument("--load-repeats", type=int, default=20, help="workload c loads")
+    parser.add_argument("--load-repeats", type=int, default=200, help="workload c loads")
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args(argv)
     scale = Scale(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -88,7 +89,30 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
+async def _cancel_on_sigterm(coro: Coroutine[Any, Any, T]) -> T:
+    """SIGTERM cancels the command like Ctrl-C does, so its ``finally`` blocks clean up.
+
+    Commands that drain gracefully (``run``, ``demo``) install their own handlers.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    installed = False
+    if task is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+            installed = True
+    try:
+        return await coro
+    finally:
+        if installed:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion on a fresh loop (uvloop when installed), errors guarded."""
     with guard(), asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(coro)
+        try:
+            return runner.run(_cancel_on_sigterm(coro))
+        except asyncio.CancelledError:
+            err_console().print("[dim]terminated[/]")
+            raise typer.Exit(143) from None

@@ -20,7 +20,7 @@ from tidings.errors import MessageError, TidingsError
 from tidings.message import CE_PREFIX, Envelope, Message
 from tidings.transports import Transport, open_transport
 
-__all__ = ["message_line", "publish", "structured", "tail", "topics"]
+__all__ = ["message_line", "publish", "structured", "tail", "topic_rows", "topics"]
 
 
 # ---------------------------------------------------------------------------------- publish
@@ -46,7 +46,7 @@ def publish(
     key: Annotated[str | None, typer.Option("--key", "-k", help="Partition/ordering key.")] = None,
     header: Annotated[
         list[str] | None,
-        typer.Option("--header", "-H", help="Extra header name=value (repeatable)."),
+        typer.Option("--header", "-H", metavar="NAME=VALUE", help="Extra header (repeatable)."),
     ] = None,
     delay: Annotated[
         float | None, typer.Option("--delay", min=0, help="Hold delivery back this many seconds.")
@@ -136,7 +136,7 @@ def tail(
             "--group",
             "-g",
             help="Consume as this group (shares work with its other consumers). "
-            "Default: a new group tail-<uuid>.",
+            "Default: a new group `tail-<uuid>`.",
         ),
     ] = None,
     start: Annotated[
@@ -153,7 +153,7 @@ def tail(
 ) -> None:
     """Print messages of a topic as they arrive (acks each one it prints).
 
-    Without --group, a fresh group tail-<uuid> is created; on persistent brokers its row
+    Without `--group`, a fresh group `tail-<uuid>` is created; on persistent brokers its row
     stays behind after exit (its backlog is purged on exit), since transports have no
     ephemeral groups yet.
     """
@@ -225,7 +225,7 @@ async def topic_rows(transport: Transport, include_dlq: bool = False) -> list[di
 
 def topics(
     include_dlq: Annotated[
-        bool, typer.Option("--all", "-a", help="Also list the <topic>.<group>.dlq topics.")
+        bool, typer.Option("--all", "-a", help="Also list the `<topic>.<group>.dlq` topics.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON rows.")] = False,
     url: BrokerUrl = URL_DEFAULT,

@@ -31,7 +31,7 @@ GroupOpt = Annotated[
     str | None, typer.Option("--group", "-g", help="Only dead letters of this group.")
 ]
 IdsOpt = Annotated[
-    list[str] | None, typer.Option("--id", help="Only this message id (repeatable).")
+    list[str] | None, typer.Option("--id", metavar="ID", help="Only this message id (repeatable).")
 ]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every dead letter (that matches filters).")]
 

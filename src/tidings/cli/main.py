@@ -17,6 +17,7 @@ app = typer.Typer(
     "browse the event store, watch the demo.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

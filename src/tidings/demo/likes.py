@@ -160,7 +160,7 @@ class LikesDemo:
                 return
             if event.post_id in self.doomed:
                 state.flaky_failures += 1
-                raise FlakyError(f"{event.post_id} is cursed (always fails)")
+                raise FlakyError(f"{event.post_id} always fails")
             if self.random.random() < self.flaky_rate:
                 state.flaky_failures += 1
                 raise FlakyError(f"random failure ({self.flaky_rate:.0%})")

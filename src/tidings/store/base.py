@@ -167,7 +167,12 @@ class Recorder(abc.ABC):
         backwards: bool = False,
         limit: int | None = None,
     ) -> list[RecordedEvent]:
-        """Events of ``stream`` with ``from_version <= version <= to_version``."""
+        """Events of ``stream`` with ``from_version <= version <= to_version``.
+
+        In version order (descending with ``backwards``), at most ``limit`` of them. A stream
+        that never existed reads as ``[]``; a deleted one raises ``StreamDeleted``; a stored
+        row that cannot be read raises ``CorruptEvent`` (never skipped).
+        """
 
     @abc.abstractmethod
     async def read_all(

@@ -33,7 +33,8 @@ Gap-free global order: ``LOCK TABLE tidings_events IN EXCLUSIVE MODE`` per appen
 The same lock is taken by ``delete_stream`` so a tombstone and an append never race.
 Subscriptions catch up with ``read_all`` pages, then wait for the NOTIFY sent by each
 append (``LISTEN`` on a dedicated connection), with a fallback poll every
-``poll_interval`` seconds in case a notification is lost (e.g. the listener reconnects).
+``poll_interval`` seconds in case a notification is lost; a dropped listener connection is
+re-made in the background (with backoff), then every subscription re-reads once.
 """
 
 from __future__ import annotations
@@ -131,7 +132,12 @@ class _Sql:
                 p_counts integer[], p_ids text[], p_types text[], p_data bytea[],
                 p_meta text[], p_dv integer[])
             RETURNS TABLE (o_status smallint, o_version bigint, o_pos bigint)
-            LANGUAGE plpgsql AS $fn$
+            LANGUAGE plpgsql
+            -- Why: a plan cached while the tables are new and small (no statistics yet)
+            -- would keep scanning the whole log for every id check; every lookup here is
+            -- an index probe.
+            SET enable_seqscan = off
+            AS $fn$
             DECLARE
                 v_key bytea;
                 v_id bigint;
@@ -337,10 +343,44 @@ class PostgresRecorder(Recorder):
         self.sql = _Sql(schema)
         self.pool: Any = None
         self._listener: Any = None
+        self._relisten: asyncio.Task[None] | None = None
         self._notifier = Notifier()
 
     def _on_notify(self, *_: object) -> None:
         self._notifier.notify()
+
+    async def _listen(self) -> Any:
+        """A dedicated connection LISTENing on the store's channel (re-made if it drops)."""
+        asyncpg = require("asyncpg", "postgres")
+        listener = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
+        try:
+            await listener.add_listener(self.sql.channel, self._on_notify)
+            listener.add_termination_listener(self._on_listener_lost)
+        except BaseException:
+            await listener.close()
+            raise
+        return listener
+
+    def _on_listener_lost(self, *_: object) -> None:
+        # Our own close() clears the pool first, so only an unexpected loss reconnects.
+        if self.pool is not None and (self._relisten is None or self._relisten.done()):
+            self._relisten = asyncio.get_running_loop().create_task(self._listen_again())
+
+    async def _listen_again(self) -> None:
+        delay = 0.2
+        while self.pool is not None:
+            try:
+                listener = await self._listen()
+            except Exception:  # still down: subscriptions keep polling meanwhile
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            if self.pool is None:
+                await listener.close()
+                return
+            self._listener = listener
+            self._notifier.notify()  # appends may have committed while nobody listened
+            return
 
     async def start(self) -> None:
         if self.pool is not None:
@@ -357,8 +397,7 @@ class PostgresRecorder(Recorder):
                     await con.execute(self.sql.init_lock, f"tidings:{self.schema}")
                     for statement in self.sql.ddl:
                         await con.execute(statement)
-                listener = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
-                await listener.add_listener(self.sql.channel, self._on_notify)
+                listener = await self._listen()
             except BaseException:
                 await pool.close()
                 raise
@@ -370,6 +409,11 @@ class PostgresRecorder(Recorder):
         pool, listener = self.pool, self._listener
         self.pool = self._listener = None
         self._notifier.close()
+        relisten, self._relisten = self._relisten, None
+        if relisten is not None:
+            relisten.cancel()
+            with contextlib.suppress(BaseException):
+                await relisten
         with contextlib.suppress(Exception):
             if listener is not None:
                 await listener.close()

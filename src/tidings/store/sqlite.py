@@ -320,7 +320,8 @@ class SqliteRecorder(Recorder):
                     outcomes.append(result)
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                if con.in_transaction:  # a failed COMMIT may already have ended it
+                    con.execute("ROLLBACK")
                 raise
         return outcomes
 

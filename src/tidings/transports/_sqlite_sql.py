@@ -52,6 +52,7 @@ __all__ = [
     "read_groups",
     "read_pending",
     "read_stats",
+    "set_durable",
     "transaction",
 ]
 
@@ -197,14 +198,22 @@ def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode = WAL")
-            # FULL in WAL mode fsyncs the WAL at every commit: when ``publish`` returns, the
-            # batch survives power loss. NORMAL+WAL would only survive a process crash. The
-            # writer's group commit spreads that one fsync over every concurrent caller.
-            conn.execute("PRAGMA synchronous = FULL")
+            set_durable(conn, True)
         except BaseException:
             conn.close()
             raise
     return conn
+
+
+def set_durable(conn: sqlite3.Connection, durable: bool) -> None:
+    """``synchronous=FULL`` (durable) or ``NORMAL`` for the next commits of ``conn``.
+
+    FULL in WAL mode fsyncs the WAL at every commit: when ``publish`` returns, the batch
+    survives power loss. NORMAL in WAL mode survives a crash of the process but not of the
+    machine; the next FULL commit fsyncs the WAL, and so every NORMAL commit before it. The
+    writer's group commit spreads each fsync over every concurrent caller.
+    """
+    conn.execute("PRAGMA synchronous = FULL" if durable else "PRAGMA synchronous = NORMAL")
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
@@ -221,7 +230,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # some errors (SQLITE_FULL, IOERR) already rolled back
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
 

@@ -46,6 +46,11 @@ class Op:
 
 
 Result = tuple[Op, Any, BaseException | None]
+# Ops whose commit must survive power loss before the caller hears back. The others (acks,
+# nacks, leases) commit without an fsync of their own: a crash of the process loses
+# nothing, and on power loss the most they lose is an ack or a lease, which the contract
+# already allows for (at-least-once delivery); the next durable commit fsyncs them too.
+_DURABLE = frozenset({"publish", "group", "purge"})
 _STOP = Op("stop", None, None)
 _MAX_BATCH = 4096
 
@@ -136,8 +141,10 @@ class Writer:
         conn = self._conn
         assert conn is not None
         try:
-            with sql._translate_errors(self.path), sql.transaction(conn):
-                results = self._apply(conn, ops, time.time())
+            with sql._translate_errors(self.path):
+                sql.set_durable(conn, any(op.kind in _DURABLE for op in ops))
+                with sql.transaction(conn):
+                    results = self._apply(conn, ops, time.time())
         except Exception as exc:
             if len(ops) > 1 and not isinstance(exc, BrokerUnavailable):
                 # One op with bad input (a topic with a lone surrogate, say) must not fail
@@ -186,8 +193,8 @@ class Writer:
             with sql._translate_errors(self.path), sql.transaction(conn):
                 cutoff = time.time() - self._retention
                 deleted, self._gc_cursor = sql.do_gc(conn, cutoff, self._gc_cursor)
-        except BrokerUnavailable:
-            return False  # another process holds the lock: next interval
+        except Exception:  # locked by another process, say: try at the next interval
+            return False
         return deleted >= sql.GC_SWEEP_ROWS
 
 

@@ -10,30 +10,34 @@ parameters (``sqlite:///x.db?busy_timeout=10``):
     An idle ``fetch`` polls for other processes' writes and delayed messages coming due,
     backing off from the first to the second. Writes made through this transport wake
     its own fetches at once.
-``retention`` (seconds, default 86400)
+``retention`` (seconds, default 3600)
     A message row is kept while any group has it pending and, in any case, for
-    ``retention`` seconds after publish; ``start="earliest"`` replays what is kept.
-    ``0`` deletes messages as soon as every group acked them.
+    ``retention`` seconds after it became deliverable (publish time, or ``deliver_at``);
+    ``start="earliest"`` replays what is kept. ``0`` deletes messages once every group
+    acked them.
 ``gc_interval`` (seconds, default 1)
     How often the writer deletes, in batches, message rows past retention.
 ``max_message_size`` (bytes, default none)
     Bodies larger than this raise ``MessageTooLarge`` at publish.
 
 Design. One writer thread owns the write connection; ``publish``, ``ack``, ``nack``, group
-creation, purge and leases are queued to it, and it commits everything queued in one
-``BEGIN IMMEDIATE`` transaction (group commit: one fsync for many callers), then resolves
-the callers' futures with ``loop.call_soon_threadsafe``. Reads that need no lock (idle
-polls, browse, stats) run on a second connection in a reader thread; no sqlite call runs on
-the event loop. WAL mode lets readers of every process run alongside the one writer.
-Publishing inserts each message once and one delivery row per group of its topic; a lease
-is one ``UPDATE ... RETURNING`` that stamps ``visible_at = now + lease``, the consumer id
-and ``attempt + 1``; ack deletes the row if the same lease still holds. A process killed
-mid-handler leaves its rows leased until ``visible_at`` passes, then any consumer of the
-group leases them again with the next attempt number. Schema and queries:
-:mod:`tidings.transports._sqlite_db`.
+creation, purge and leases are queued to it, and it runs everything queued in one
+``BEGIN IMMEDIATE`` transaction (group commit: one fsync for many callers), then settles
+the callers' futures with ``loop.call_soon_threadsafe``. Reads that take no lock (idle
+polls, browse, stats) run on a second connection in a reader thread: no sqlite call runs
+on the event loop. WAL mode lets the readers of every process run beside the one writer,
+and ``BEGIN IMMEDIATE`` plus ``busy_timeout`` queue the writers of several processes.
+
+Publishing inserts each message once, and one delivery row per group of its topic. A lease
+is one ``UPDATE`` that stamps ``visible_at = now + lease``, a lease token and ``attempt +
+1`` on the oldest visible rows; ack deletes the row if the same lease still holds. A
+process killed mid-handler leaves its rows leased until ``visible_at`` passes; then any
+consumer of the group leases them again, with the next attempt number. Schema, queries
+and the reasons for them: :mod:`tidings.transports._sqlite_sql`; threads:
+:mod:`tidings.transports._sqlite_threads`.
 
 ``ordered=True`` is a property of the subscription: every consumer of an ordered group
-should subscribe with it.
+should subscribe with it. ``start`` only matters when the group is created.
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ _OPTIONS: dict[str, tuple[type, object]] = {
     "busy_timeout": (float, 5.0),
     "poll_interval": (float, 0.005),
     "max_poll_interval": (float, 0.1),
-    "retention": (float, 86400.0),
+    "retention": (float, 3600.0),
     "gc_interval": (float, 1.0),
     "max_message_size": (int, None),
 }
@@ -133,19 +137,25 @@ class _SqliteDelivery(Delivery):
         self._done = False
 
     async def ack(self) -> None:
-        if not self._done:
-            self._done = True
-            sub = self._sub
-            # Acking a keyed message may unblock the next one of its key (ordered groups).
-            topics = () if self.message.key is None else (sub.topic,)
-            await sub.transport._submit("ack", (sub.group_id, self._lease, self._seq), topics)
+        sub = self._sub
+        # Acking a keyed message may unblock the next one of its key (ordered groups).
+        topics = () if self.message.key is None else (sub.topic,)
+        await self._decide("ack", (sub.group_id, self._lease, self._seq), topics)
 
     async def nack(self, delay: float = 0.0) -> None:
-        if not self._done:
-            self._done = True
-            sub = self._sub
-            args = (sub.group_id, self._lease, max(delay, 0.0), self._seq)
-            await sub.transport._submit("nack", args, (sub.topic,))
+        sub = self._sub
+        args = (sub.group_id, self._lease, max(delay, 0.0), self._seq)
+        await self._decide("nack", args, (sub.topic,))
+
+    async def _decide(self, kind: str, args: tuple[Any, ...], topics: tuple[str, ...]) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            await self._sub.transport._submit(kind, args, topics)
+        except BaseException:
+            self._done = False  # not recorded (say, BrokerUnavailable): the caller may retry
+            raise
 
 
 class _SqliteSubscription(Subscription):
@@ -175,7 +185,7 @@ class _SqliteSubscription(Subscription):
                 self._fetches += 1
                 lease = f"{self.consumer}/{self._fetches}"
                 args = (self.group_id, self._ordered, max_messages, self._lease_for, lease)
-                rows = await transport._submit("lease", args)
+                rows = await transport._lease(args)
                 if rows:
                     return [_SqliteDelivery(self, lease, *row) for row in rows]
             try:
@@ -209,7 +219,7 @@ class SqliteTransport(Transport):
         busy_timeout: float = 5.0,
         poll_interval: float = 0.005,
         max_poll_interval: float = 0.1,
-        retention: float = 86400.0,
+        retention: float = 3600.0,
         gc_interval: float = 1.0,
         max_message_size: int | None = None,
     ) -> None:
@@ -245,6 +255,12 @@ class SqliteTransport(Transport):
                 self._writer = writer
 
     async def _submit(self, kind: str, args: Any, topics: Collection[str] = ()) -> Any:
+        return await self._enqueue(kind, args, topics)
+
+    async def _enqueue(
+        self, kind: str, args: Any, topics: Collection[str] = ()
+    ) -> asyncio.Future[Any]:
+        """Queue a write for the writer thread; the future settles once it committed."""
         if self._closing:
             raise TransportClosed(f"transport {self.url} is closed")
         if self._writer is None:
@@ -252,34 +268,46 @@ class SqliteTransport(Transport):
         assert self._writer is not None
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._writer.submit(Op(kind, args, future, topics))
-        return await future
+        return future
+
+    async def _lease(self, args: tuple[Any, ...]) -> list[tuple[int, int, bytes]]:
+        future = await self._enqueue("lease", args)
+        try:
+            rows: list[tuple[int, int, bytes]] = await future
+        except asyncio.CancelledError:
+            # Cancelled after the lease committed but before the fetch resumed: hand back.
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self._unlease(args, future.result())
+            raise
+        return rows
 
     def _resolve(self, results: list[Result]) -> None:
         """Runs on the loop: settle each caller's future, wake fetches of touched topics."""
         touched: set[str] = set()
         for op, result, error in results:
+            if error is None:
+                touched.update(op.topics)
             future = op.future
             if future is None:
                 continue
             if future.done():
                 if op.kind == "lease" and result:
                     # The fetch was cancelled after its lease committed: hand the rows back.
-                    self._unlease(op, result)
-                continue
-            if error is not None:
+                    self._unlease(op.args, result)
+            elif error is not None:
                 future.set_exception(error)
-                continue
-            future.set_result(result)
-            touched.update(op.topics)
+            else:
+                future.set_result(result)
         if touched:
             self._notify(touched)
 
-    def _unlease(self, op: Op, rows: list[tuple[int, int, bytes]]) -> None:
-        if self._writer is None or self._closing:
+    def _unlease(self, args: tuple[Any, ...], rows: list[tuple[int, int, bytes]]) -> None:
+        if self._writer is None or self._closing or not rows:
             return  # the leases expire on their own
-        group_id, _, _, _, lease = op.args
+        group_id, _, _, _, lease = args
+        topics = (sql.decode_message(rows[0][2]).topic,)  # wake the fetches of that topic
         for seq, _, _ in rows:
-            self._writer.submit(Op("unlease", (group_id, lease, seq), None))
+            self._writer.submit(Op("unlease", (group_id, lease, seq), None, topics))
 
     def _event(self, topic: str) -> asyncio.Event:
         event = self._events.get(topic)
