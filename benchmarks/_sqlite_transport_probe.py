@@ -5,6 +5,7 @@
 1. batched: publish N messages in batches of 1,000 while one consumer fetches 500 at a time
    and acks each batch concurrently (the acks are group-committed); end-to-end rate.
 2. concurrent single publishes: 200 tasks each awaiting ``publish([one])`` in turn.
+3. sequential single publishes: one task awaiting each ``publish([one])`` (fsync-bound).
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import time
 from pathlib import Path
 
 from tidings.message import Message
-from tidings.transports import open_transport
+from tidings.transports import Subscription, open_transport
 
 
-async def batched(path: Path, total: int) -> float:
+async def batched(path: Path, total: int, consumers: int = 1) -> float:
     async with open_transport(f"sqlite:///{path}", retention=0) as t:
-        sub = await t.subscribe("bench", "g")
+        subs = [await t.subscribe("bench", "g") for _ in range(consumers)]
         body = b'{"n": 1}' * 8
         start = time.perf_counter()
 
@@ -31,20 +32,26 @@ async def batched(path: Path, total: int) -> float:
                     [Message(id=str(i + j), topic="bench", body=body) for j in range(1000)]
                 )
 
-        async def consume() -> None:
-            done = 0
+        done = 0
+
+        async def consume(sub: Subscription) -> None:
+            nonlocal done
             acks: set[asyncio.Task[None]] = set()
             while done < total:
-                batch = await sub.fetch(500)
+                try:
+                    batch = await asyncio.wait_for(sub.fetch(500), 0.2)
+                except TimeoutError:
+                    continue  # the other consumer took the last ones
                 done += len(batch)
                 task = asyncio.ensure_future(asyncio.gather(*(d.ack() for d in batch)))
                 acks.add(task)
                 task.add_done_callback(acks.discard)
             await asyncio.gather(*acks)
 
-        await asyncio.gather(produce(), consume())
+        await asyncio.gather(produce(), *(consume(sub) for sub in subs))
         elapsed = time.perf_counter() - start
-        await sub.close()
+        for sub in subs:
+            await sub.close()
     return total / elapsed
 
 
@@ -66,10 +73,16 @@ async def singles(path: Path, total: int, publishers: int = 200) -> float:
 async def main() -> None:
     total = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
     with tempfile.TemporaryDirectory() as tmp:
-        rate = await batched(Path(tmp) / "a.db", total)
-        print(f"batched publish(1000) -> fetch(500) -> ack: {rate:,.0f} msg/s ({total:,} msgs)")
+        for consumers in (1, 2):
+            rate = await batched(Path(tmp) / f"a{consumers}.db", total, consumers)
+            print(
+                f"batched publish(1000) -> fetch(500) -> ack, {consumers} consumer(s):"
+                f" {rate:,.0f} msg/s ({total:,} msgs)"
+            )
         rate = await singles(Path(tmp) / "b.db", 20_000)
         print(f"200 concurrent single-message publishers: {rate:,.0f} msg/s (20,000 msgs)")
+        rate = await singles(Path(tmp) / "c.db", 2_000, publishers=1)
+        print(f"1 sequential single-message publisher: {rate:,.0f} msg/s (2,000 msgs)")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -361,18 +362,24 @@ async def test_store_snapshots(store: EventStore) -> None:
 async def test_store_read_as_of_version_and_time(store: EventStore) -> None:
     await store.append("acct-1", [Deposited(1), Deposited(2)])
     await asyncio.sleep(0.05)
-    middle = time.time()
-    await asyncio.sleep(0.05)
     await store.append("acct-1", [Withdrawn(1)])
+    stored = await store.read("acct-1")
+    # commit times come from the backend's clock (the database server's for PostgreSQL)
+    middle = (stored[1].recorded_at + stored[2].recorded_at) / 2
+    assert stored[1].recorded_at < middle < stored[2].recorded_at
     as_of_v = await store.read_as_of("acct-1", version=0)
     assert [store.decode(e) for e in as_of_v] == [Deposited(1)]
     as_of_t = await store.read_as_of("acct-1", time=middle)
     assert [e.version for e in as_of_t] == [0, 1]
-    from datetime import UTC, datetime
-
     as_of_dt = await store.read_as_of("acct-1", time=datetime.fromtimestamp(middle, UTC))
     assert [e.version for e in as_of_dt] == [0, 1]
+    naive = datetime.fromtimestamp(middle, UTC).replace(tzinfo=None)
+    assert [e.version for e in await store.read_as_of("acct-1", time=naive)] == [0, 1]
     assert await store.read_as_of("acct-1", time=middle - 3600) == []
+    assert [e.version for e in await store.read_as_of("acct-1", version=1, time=middle + 60)] == [
+        0,
+        1,
+    ]
     assert len(await store.read_as_of("acct-1")) == 3
 
 

@@ -124,7 +124,7 @@ async def test_sqlite_killed_consumer_loses_nothing(tmp_path: Path) -> None:
         await transport.publish([Message(id=i, topic="jobs", body=b"{}") for i in sorted(expected)])
         doomed = await Consumer.start(url, 1.0, "hang", stop, progress)
         await until(progress, lambda: len(doomed.got) == 5)  # mid-handler, holding 5 leases
-        survivor = await Consumer.start(url, 1.0, "work", stop, progress)
+        survivor = await Consumer.start(url, 30, "work", stop, progress)
         doomed.proc.send_signal(signal.SIGKILL)
         assert await doomed.wait() == -signal.SIGKILL
         await until(progress, lambda: set(survivor.acked) == expected)

@@ -166,10 +166,11 @@ async def test_sqlite_competing_consumers_never_share_a_lease(sqlite_url: str) -
 async def test_sqlite_expired_lease_is_redelivered_with_next_attempt(
     sqlite_transport: SqliteTransport,
 ) -> None:
-    sub = await sqlite_transport.subscribe(TOPIC, "g", lease=0.2)
+    short = await sqlite_transport.subscribe(TOPIC, "g", lease=0.2)
     await sqlite_transport.publish([msg(1)])
-    [first] = await sub.fetch(1)
-    [second] = await asyncio.wait_for(sub.fetch(1), 10)  # after the lease expired
+    [first] = await short.fetch(1)
+    patient = await sqlite_transport.subscribe(TOPIC, "g")
+    [second] = await asyncio.wait_for(patient.fetch(1), 10)  # after the lease expired
     assert (second.message.id, first.attempt, second.attempt) == ("m1", 1, 2)
     await first.ack()  # the expired lease no longer owns the message: a no-op
     [stats] = await sqlite_transport.stats()
@@ -183,7 +184,7 @@ async def test_sqlite_nack_with_delay_redelivers_later(sqlite_transport: SqliteT
     sub = await sqlite_transport.subscribe(TOPIC, "g")
     await sqlite_transport.publish([msg(1)])
     [first] = await sub.fetch(1)
-    await first.nack(delay=0.3)
+    await first.nack(delay=1.0)
     await first.ack()  # a second decision is a no-op
     assert await nothing_within(sub)
     [again] = await asyncio.wait_for(sub.fetch(1), 10)
@@ -195,7 +196,7 @@ async def test_sqlite_nack_with_delay_redelivers_later(sqlite_transport: SqliteT
 
 async def test_sqlite_deliver_at_holds_message_back(sqlite_transport: SqliteTransport) -> None:
     sub = await sqlite_transport.subscribe(TOPIC, "g")
-    due = time.time() + 0.3
+    due = time.time() + 1.0
     await sqlite_transport.publish([msg("later", deliver_at=due), msg("now")])
     assert ids(await sub.fetch(10)) == ["mnow"]
     assert await nothing_within(sub)
@@ -217,7 +218,7 @@ async def test_sqlite_ordered_leases_one_message_per_key(sqlite_url: str) -> Non
         a1, b1, *_ = first
         await a1.ack()
         assert ids(await other.fetch(10)) == ["ma2"]
-        await b1.nack(delay=0.3)  # a nacked message blocks the rest of its key
+        await b1.nack(delay=1.0)  # a nacked message blocks the rest of its key
         assert await nothing_within(sub)
         [b1_again] = await asyncio.wait_for(sub.fetch(10), 10)
         assert (b1_again.message.id, b1_again.attempt) == ("mb1", 2)

@@ -45,7 +45,6 @@ __all__ = ["Aggregate", "applies"]
 
 S = TypeVar("S")
 E = TypeVar("E")
-Handler = Callable[[Any, Any], None]
 
 _APPLIES_ATTR = "__tidings_applies__"
 

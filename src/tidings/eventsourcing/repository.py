@@ -89,9 +89,10 @@ class Repository(Generic[A]):
     ) -> A:
         """The aggregate ``id`` rebuilt from its events.
 
-        ``version`` stops after that stream version; ``as_of`` (an aware ``datetime`` or a
-        Unix time) stops after the last event committed at or before that time. Give at most
-        one. A snapshot is used when one exists at or below the target version.
+        ``version`` stops after that stream version; ``as_of`` (a ``datetime``, naive
+        meaning UTC, or a Unix time) stops after the last event committed at or before that
+        time. Give at most one. A snapshot is used when one exists at or below the target
+        version.
 
         Raises :class:`~tidings.errors.StreamNotFound` when the aggregate has no events (at
         that version or time), ``StreamDeleted`` when its stream was deleted.
@@ -103,8 +104,7 @@ class Repository(Generic[A]):
         if as_of is not None:
             # The time decides the target version, so read up to it first; the snapshot then
             # saves the applying, not the reading.
-            when = as_of.timestamp() if isinstance(as_of, datetime) else float(as_of)
-            events = await self.store.read_as_of(stream, time=when)
+            events = await self.store.read_as_of(stream, time=as_of)
             if not events:
                 raise StreamNotFound(f"{stream!r} has no events at or before {as_of}")
             after = await self._restore_snapshot(aggregate, events[-1].version)

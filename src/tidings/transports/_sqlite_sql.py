@@ -162,10 +162,10 @@ _GC_SWEEP = (
     "DELETE FROM broker_messages WHERE seq IN (SELECT m.seq FROM broker_messages m"
     " WHERE m.seq >= ? AND m.seq < ? AND NOT EXISTS (SELECT 1 FROM broker_groups g"
     " JOIN broker_deliveries d ON d.group_id = g.group_id AND d.seq = m.seq"
-    " WHERE g.topic = m.topic) ORDER BY m.seq LIMIT ?) RETURNING seq"
+    " WHERE g.topic = m.topic))"
 )
 _SEQ_AT = "SELECT seq, ready_at FROM broker_messages WHERE seq >= ? ORDER BY seq LIMIT 1"
-GC_SWEEP_ROWS = 2000
+GC_BATCH = 20_000
 
 
 @contextlib.contextmanager
@@ -313,23 +313,25 @@ def do_purge(conn: sqlite3.Connection, topic: str, name: str, ids: Sequence[str]
 
 
 def do_gc(conn: sqlite3.Connection, cutoff: float, cursor: int) -> tuple[int, int]:
-    """One batch of garbage collection; returns (rows deleted, the sweep's next cursor)."""
-    cutoff_seq = _seq_ready_since(conn, cutoff)
-    (low_water,) = conn.execute(_LOW_WATER).fetchone()
-    limit = cutoff_seq if low_water is None else min(low_water, cutoff_seq)
-    deleted = conn.execute(_GC_RANGE, (limit,)).rowcount
-    swept = conn.execute(_GC_SWEEP, (max(cursor, limit), cutoff_seq, GC_SWEEP_ROWS)).fetchall()
-    # Resume after the last row looked at; wrap around at the cutoff.
-    cursor = swept[-1][0] + 1 if len(swept) == GC_SWEEP_ROWS else 0
-    return deleted + len(swept), cursor
-
-
-def _seq_ready_since(conn: sqlite3.Connection, cutoff: float) -> int:
-    """First seq that became deliverable at or after ``cutoff``, by binary search (ready_at
-    grows with seq except for delayed messages, which only make the answer conservative)."""
-    lo, hi = conn.execute(
+    """One bounded batch of garbage collection; returns (rows deleted, next sweep cursor)."""
+    first, end = conn.execute(
         "SELECT coalesce(min(seq), 0), coalesce(max(seq), 0) + 1 FROM broker_messages"
     ).fetchone()
+    cutoff_seq = _seq_ready_since(conn, cutoff, first, end)
+    (low_water,) = conn.execute(_LOW_WATER).fetchone()
+    limit = cutoff_seq if low_water is None else min(low_water, cutoff_seq)
+    deleted = conn.execute(_GC_RANGE, (min(limit, first + GC_BATCH),)).rowcount
+    # The sweep looks at a window of GC_BATCH rows per pass, resuming where it stopped and
+    # wrapping around at the cutoff, so a large pending backlog costs a bounded pass.
+    start = max(cursor, limit)
+    stop = min(start + GC_BATCH, cutoff_seq)
+    deleted += conn.execute(_GC_SWEEP, (start, stop)).rowcount
+    return deleted, stop if stop < cutoff_seq else 0
+
+
+def _seq_ready_since(conn: sqlite3.Connection, cutoff: float, lo: int, hi: int) -> int:
+    """First seq in [lo, hi) deliverable at or after ``cutoff``, by binary search (ready_at
+    grows with seq except for delayed messages, which only make the answer conservative)."""
     while lo < hi:
         mid = (lo + hi) // 2
         row = conn.execute(_SEQ_AT, (mid,)).fetchone()

@@ -78,7 +78,7 @@ class Writer:
         self._busy_timeout = busy_timeout
         self._retention = retention
         self._gc_interval = gc_interval
-        self._loop = loop
+        self.loop = loop
         self._on_done = on_done
         self._queue: queue.SimpleQueue[Op] = queue.SimpleQueue()
         self._conn: sqlite3.Connection | None = None
@@ -154,7 +154,7 @@ class Writer:
                 return
             results = [(op, None, exc) for op in ops]
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-            self._loop.call_soon_threadsafe(self._on_done, results)
+            self.loop.call_soon_threadsafe(self._on_done, results)
 
     def _apply(self, conn: sqlite3.Connection, ops: list[Op], now: float) -> list[Result]:
         by_kind: dict[str, list[Op]] = defaultdict(list)
@@ -162,7 +162,8 @@ class Writer:
             by_kind[op.kind].append(op)
         results: list[Result] = []
         for op in by_kind.pop("group", ()):
-            results.append((op, sql.do_group(conn, *op.args, now), None))
+            topic, name, start = op.args
+            results.append((op, sql.do_group(conn, topic, name, start, now), None))
         if publishes := by_kind.pop("publish", None):
             sql.do_publish(conn, [row for op in publishes for row in op.args])
             results.extend((op, None, None) for op in publishes)
@@ -195,7 +196,7 @@ class Writer:
                 deleted, self._gc_cursor = sql.do_gc(conn, cutoff, self._gc_cursor)
         except Exception:  # locked by another process, say: try at the next interval
             return False
-        return deleted >= sql.GC_SWEEP_ROWS
+        return deleted >= sql.GC_BATCH
 
 
 def _by_lease(ops: Collection[Op], results: list[Result]) -> dict[Any, list[int]]:

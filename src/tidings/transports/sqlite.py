@@ -152,7 +152,7 @@ class _SqliteDelivery(Delivery):
             return
         self._done = True
         try:
-            await self._sub.transport._submit(kind, args, topics)
+            await self._sub.transport._enqueue(kind, args, topics)
         except BaseException:
             self._done = False  # not recorded (say, BrokerUnavailable): the caller may retry
             raise
@@ -181,13 +181,18 @@ class _SqliteSubscription(Subscription):
         while not (self.closed or transport._closing):
             # Take the event before looking, so a write that lands meanwhile still wakes us.
             event = transport._event(self.topic)
-            if look or await transport._read(sql.probe, self.group_id, self._ordered):
-                self._fetches += 1
-                lease = f"{self.consumer}/{self._fetches}"
-                args = (self.group_id, self._ordered, max_messages, self._lease_for, lease)
-                rows = await transport._lease(args)
-                if rows:
-                    return [_SqliteDelivery(self, lease, *row) for row in rows]
+            try:
+                if look or await transport._read(sql.probe, self.group_id, self._ordered):
+                    self._fetches += 1
+                    lease = f"{self.consumer}/{self._fetches}"
+                    args = (self.group_id, self._ordered, max_messages, self._lease_for, lease)
+                    rows = await transport._lease(args)
+                    if rows:
+                        return [_SqliteDelivery(self, lease, *row) for row in rows]
+            except TransportClosed:
+                if transport._closing:
+                    return []  # closed while this fetch was waiting: the contract says []
+                raise
             try:
                 async with asyncio.timeout(wait):
                     await event.wait()
@@ -255,23 +260,21 @@ class SqliteTransport(Transport):
                 self._writer = writer
 
     async def _submit(self, kind: str, args: Any, topics: Collection[str] = ()) -> Any:
+        if self._writer is None and not self._closing:
+            await self.start()
         return await self._enqueue(kind, args, topics)
 
-    async def _enqueue(
-        self, kind: str, args: Any, topics: Collection[str] = ()
-    ) -> asyncio.Future[Any]:
+    def _enqueue(self, kind: str, args: Any, topics: Collection[str] = ()) -> asyncio.Future[Any]:
         """Queue a write for the writer thread; the future settles once it committed."""
-        if self._closing:
+        writer = self._writer
+        if self._closing or writer is None:
             raise TransportClosed(f"transport {self.url} is closed")
-        if self._writer is None:
-            await self.start()
-        assert self._writer is not None
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._writer.submit(Op(kind, args, future, topics))
+        future: asyncio.Future[Any] = writer.loop.create_future()
+        writer.submit(Op(kind, args, future, topics))
         return future
 
     async def _lease(self, args: tuple[Any, ...]) -> list[tuple[int, int, bytes]]:
-        future = await self._enqueue("lease", args)
+        future = self._enqueue("lease", args)
         try:
             rows: list[tuple[int, int, bytes]] = await future
         except asyncio.CancelledError:
