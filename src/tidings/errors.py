@@ -12,6 +12,7 @@ Hierarchy::
     │   ├── DecodeError             malformed body or envelope (poison)
     │   ├── UnknownEventType        type name not in the registry (poison)
     │   └── SchemaValidationError   body does not match the registered class (poison)
+    │       └── MissingUpcaster     no upcaster for a step from stored to current version
     ├── TransportError
     │   ├── BrokerUnavailable       cannot reach or lost the broker
     │   ├── TransportClosed         used after close()
@@ -22,6 +23,7 @@ Hierarchy::
     │   └── HandlerTimeout          handler ran past its lease
     ├── StoreError
     │   ├── WrongExpectedVersion    optimistic concurrency conflict (carries .actual)
+    │   ├── DuplicateEventId        an appended event id is already stored elsewhere
     │   ├── StreamNotFound
     │   ├── StreamDeleted
     │   ├── CorruptEvent            stored row cannot be decoded (names stream and version)
@@ -39,6 +41,7 @@ __all__ = [
     "CorruptEvent",
     "DecodeError",
     "DomainError",
+    "DuplicateEventId",
     "DuplicateHandler",
     "EncodeError",
     "HandlerError",
@@ -47,6 +50,7 @@ __all__ = [
     "MessageError",
     "MessageTooLarge",
     "MissingExtra",
+    "MissingUpcaster",
     "NoHandler",
     "SchemaValidationError",
     "StoreError",
@@ -125,6 +129,26 @@ class SchemaValidationError(MessageError):
     """A body does not match the registered class's schema."""
 
 
+class MissingUpcaster(SchemaValidationError):
+    """No upcaster is registered for one step of the chain (or the data is newer)."""
+
+    def __init__(self, type_name: str, version: int, target: int) -> None:
+        self.type_name = type_name
+        self.version = version
+        self.target = target
+        if version > target:
+            msg = (
+                f"{type_name!r} data is version {version}, newer than the class's "
+                f"__version__ {target}; deploy the newer class"
+            )
+        else:
+            msg = (
+                f"no upcaster for {type_name!r} from version {version} to {version + 1}; "
+                f"register one with @upcaster({type_name!r}, {version})"
+            )
+        super().__init__(msg)
+
+
 class TransportError(TidingsError):
     """A broker transport failed."""
 
@@ -173,6 +197,22 @@ class WrongExpectedVersion(StoreError):
             f"stream {stream!r} is at {shown}, but the append expected {expected}; "
             "reload the stream and retry the command"
         )
+
+
+class DuplicateEventId(StoreError):
+    """An appended event id is already stored at another place (stream or version).
+
+    Raised instead of an idempotent success when the ids of an append are already stored
+    but not as exactly this append (same stream, consecutive versions in the same order,
+    at the place ``expected_version`` names), or when one append repeats an id.
+    """
+
+    def __init__(self, event_id: str, stream: str | None, version: int | None) -> None:
+        self.event_id = event_id
+        self.stream = stream
+        self.version = version
+        where = "in this append" if stream is None else f"as event {version} of {stream!r}"
+        super().__init__(f"event id {event_id!r} is already stored {where}")
 
 
 class StreamNotFound(StoreError):

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 import pytest
@@ -42,7 +43,8 @@ from tidings.store import (
 )
 
 PG_URL = os.environ.get("TIDINGS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-PG_HOST, PG_PORT = "127.0.0.1", 5432
+PG_HOST = urlsplit(PG_URL).hostname or "127.0.0.1"
+PG_PORT = urlsplit(PG_URL).port or 5432
 
 OpenStore = Callable[[], Awaitable[EventStore]]
 

@@ -226,6 +226,50 @@ async def test_sqlite_ordered_leases_one_message_per_key(sqlite_url: str) -> Non
         assert ids(await sub.fetch(10)) == ["mb2"]
 
 
+async def test_sqlite_ordered_keeps_key_order_across_consumers(sqlite_url: str) -> None:
+    async with open_same_file(sqlite_url) as one, open_same_file(sqlite_url) as two:
+        subs = [
+            await one.subscribe(TOPIC, "g", ordered=True),
+            await two.subscribe(TOPIC, "g", ordered=True),
+        ]
+        sent = [msg(n, key=f"k{n % 5}") for n in range(150)]
+        await one.publish(sent)
+        handled: dict[str, list[str]] = {}
+        busy: set[str] = set()
+
+        async def work(sub: Subscription) -> None:
+            while sum(map(len, handled.values())) < len(sent):
+                try:
+                    batch = await asyncio.wait_for(sub.fetch(3), 0.5)
+                except TimeoutError:
+                    continue
+                for d in batch:
+                    key = d.message.key
+                    assert key is not None and key not in busy, "one key, two consumers"
+                    busy.add(key)
+                await asyncio.sleep(0)
+                for d in batch:
+                    busy.discard(d.message.key or "")
+                    handled.setdefault(d.message.key or "", []).append(d.message.id)
+                    await d.ack()
+
+        await asyncio.wait_for(asyncio.gather(*(work(s) for s in subs)), 30)
+        for key, got in handled.items():
+            assert got == [m.id for m in sent if m.key == key]
+
+
+async def test_sqlite_earliest_only_applies_when_the_group_is_created(
+    sqlite_transport: SqliteTransport,
+) -> None:
+    await sqlite_transport.ensure_group(TOPIC, "g")
+    await sqlite_transport.publish([msg(1)])
+    sub = await sqlite_transport.subscribe(TOPIC, "g", start="earliest")
+    [d] = await sub.fetch(10)
+    await d.ack()
+    again = await sqlite_transport.subscribe(TOPIC, "g", start="earliest")  # no replay
+    assert await nothing_within(again)
+
+
 async def test_sqlite_browse_and_purge(sqlite_transport: SqliteTransport) -> None:
     sub = await sqlite_transport.subscribe(TOPIC, "g")
     await sqlite_transport.publish([msg(n) for n in range(5)])

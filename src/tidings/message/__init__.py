@@ -13,6 +13,7 @@ from tidings.message.registry import (
     register_type,
     type_name_of,
 )
+from tidings.message.upcasting import Upcasters, default_upcasters, upcaster
 
 __all__ = [
     "CE_PREFIX",
@@ -21,9 +22,11 @@ __all__ = [
     "Event",
     "Message",
     "TypeRegistry",
+    "Upcasters",
     "decode_json",
     "decode_payload",
     "default_registry",
+    "default_upcasters",
     "derive_type_name",
     "encode_json",
     "encode_payload",
@@ -32,5 +35,6 @@ __all__ = [
     "parse_time",
     "register_type",
     "type_name_of",
+    "upcaster",
     "uuid7",
 ]

@@ -15,31 +15,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from tidings.errors import SchemaValidationError
+from tidings.errors import MissingUpcaster
 
 __all__ = ["MissingUpcaster", "UpcastFn", "Upcasters", "default_upcasters", "upcaster"]
 
 UpcastFn = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-class MissingUpcaster(SchemaValidationError):
-    """No upcaster is registered for one step of the chain (or the data is newer)."""
-
-    def __init__(self, type_name: str, version: int, target: int) -> None:
-        self.type_name = type_name
-        self.version = version
-        self.target = target
-        if version > target:
-            msg = (
-                f"{type_name!r} data is version {version}, newer than the class's "
-                f"__version__ {target}; deploy the newer class"
-            )
-        else:
-            msg = (
-                f"no upcaster for {type_name!r} from version {version} to {version + 1}; "
-                f"register one with @upcaster({type_name!r}, {version})"
-            )
-        super().__init__(msg)
 
 
 class Upcasters:

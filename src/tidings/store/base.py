@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import msgspec
 
-from tidings.errors import StoreError
+from tidings.errors import DuplicateEventId
 
 __all__ = [
     "ANY",
@@ -63,22 +63,6 @@ EXISTS = _Expect.EXISTS
 
 ExpectedVersion = _Expect | int
 """``ANY``, ``NO_STREAM``, ``EXISTS`` or the exact current version (last event's version)."""
-
-
-class DuplicateEventId(StoreError):
-    """An appended event id is already stored at another place (stream or version).
-
-    Raised instead of an idempotent success when the ids of an append are already stored
-    but not as exactly this append (same stream, consecutive versions in the same order,
-    at the place ``expected_version`` names), or when one append repeats an id.
-    """
-
-    def __init__(self, event_id: str, stream: str | None, version: int | None) -> None:
-        self.event_id = event_id
-        self.stream = stream
-        self.version = version
-        where = "in this append" if stream is None else f"as event {version} of {stream!r}"
-        super().__init__(f"event id {event_id!r} is already stored {where}")
 
 
 class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
