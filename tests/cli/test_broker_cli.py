@@ -53,7 +53,7 @@ def dead(url: str) -> str:
             for n in range(4):
                 await app.publish("orders", {"n": n}, key=f"k{n}")
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + 30
+            deadline = loop.time() + 60
             while sum(c.dispatcher.handled + c.dispatcher.dead_lettered for c in app.consumers) < 8:
                 assert loop.time() < deadline, "handlers did not settle"
                 await asyncio.sleep(0.01)
@@ -91,6 +91,21 @@ def test_cli_version_prints_the_package_version() -> None:
     code, out, _ = invoke("--version")
     assert code == 0
     assert __version__ in out
+
+
+def test_cli_survives_a_broken_event_browser_module() -> None:
+    script = (
+        "import sys; sys.modules['tidings.cli.store'] = None\n"
+        "from tidings.cli.main import main\n"
+        "sys.argv = ['tidings', 'store', 'streams']\n"
+        "main()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert "`tidings store` is unavailable" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 # ------------------------------------------------------------------------- publish, tail
@@ -150,6 +165,32 @@ def test_tail_default_group_leaves_no_backlog(url: str) -> None:
     assert len(tails) == 1
     # The leftover tail group row still receives new messages (no ephemeral groups yet).
     assert tails[0]["pending"] in (0, 1)
+
+
+def test_tail_stops_on_sigterm_and_empties_its_group(url: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tidings.cli", "tail", "jobs", "--url", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not any(g and g.startswith("tail-") for _, g in topic_rows(url)):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "tail never joined the topic"
+            time.sleep(0.05)
+        assert invoke("publish", "jobs", '{"n": 1}', "--url", url)[0] == 0
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    tails = [r for (_, g), r in topic_rows(url).items() if g and g.startswith("tail-")]
+    assert [r["pending"] for r in tails] == [0]
 
 
 def test_publish_rejects_invalid_json_with_exit_2(url: str) -> None:

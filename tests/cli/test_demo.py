@@ -85,6 +85,10 @@ async def test_likes_demo_counts_every_like_on_memory() -> None:
     assert {d.reason for d in letters} == {"failed"}
     assert {d.attempts for d in letters} == {3}
     assert s.milestones == sum(n // 100 for n in s.notifier_counts.values())
+    snap = demo.snapshot(top=3)
+    assert snap["published"] == snap["counted"] == s.published
+    assert [p["likes"] for p in snap["top_posts"]] == [n for _, n in s.counts.most_common(3)]
+    assert snap["flaky"]["dead_lettered"] == len(letters)
 
 
 def test_demo_summary_exits_1_and_says_what_did_not_add_up(

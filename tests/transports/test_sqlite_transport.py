@@ -421,3 +421,15 @@ async def test_sqlite_unopenable_file_raises_broker_unavailable(tmp_path: Path) 
     with pytest.raises(BrokerUnavailable, match="unable to open"):
         await transport.start()
     await transport.close()
+
+
+async def test_sqlite_refuses_a_file_with_another_broker_layout(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE broker_messages (seq INTEGER PRIMARY KEY, body BLOB)")
+    old.commit()
+    old.close()
+    transport = create(f"sqlite:///{path}")
+    with pytest.raises(BrokerUnavailable, match="another layout"):
+        await transport.start()
+    await transport.close()

@@ -31,6 +31,7 @@ from tidings.message import (
     default_registry,
     encode_json,
     format_time,
+    is_payload_class,
     uuid7,
 )
 from tidings.transports import Transport, open_transport
@@ -78,6 +79,7 @@ class App:
         **transport_options: Any,
     ) -> None:
         self.url = resolve_url(url, "TIDINGS_BROKER_URL")
+        self._transport_options = transport_options
         self.source = source
         self.registry = registry
         self.middleware: list[Middleware] = list(middleware)
@@ -91,6 +93,23 @@ class App:
         self._type_info: dict[type[Any], tuple[str, str | None]] = {}
         self._started = False
         self._stopping: asyncio.Event | None = None
+
+    def rebind(self, url: str, **transport_options: Any) -> None:
+        """Point an App that has not started at another broker URL (``tidings run --url``).
+
+        Registered subscriptions move with it. Raises ``ConfigurationError`` once started.
+        """
+        if self._started:
+            raise ConfigurationError(f"cannot rebind a started App (running on {self.url})")
+        self.transport = open_transport(url, **(transport_options or self._transport_options))
+        self.url = url
+        self.dead_letters = DeadLetters(self.transport)
+        self._known_handled.clear()
+
+    @property
+    def started(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._started
 
     # ---------------------------------------------------------------- publishing
 
@@ -112,7 +131,7 @@ class App:
         cls = event.__class__
         info = self._type_info.get(cls)
         if info is None:
-            if isinstance(event, dict | list):
+            if not is_payload_class(cls):
                 info = ("json", None)
             else:
                 version = getattr(cls, "__version__", 1)
@@ -371,7 +390,6 @@ class App:
             name = group or f"{func.__module__}.{func.__qualname__}"
             dispatcher = Dispatcher(
                 self,
-                self.transport,
                 topic=topic,
                 group=name,
                 handler=chain,
@@ -448,10 +466,21 @@ class App:
             await self.start()
             await self._stopping.wait()
             log.info("shutting down: draining in-flight messages (grace %.1fs)", self.grace)
-        finally:
             for sig in installed:
-                loop.remove_signal_handler(sig)
-            await self.stop()
+                loop.add_signal_handler(sig, self._signal_while_draining, sig)
+        finally:
+            try:
+                await self.stop()
+            finally:
+                for sig in installed:
+                    loop.remove_signal_handler(sig)
+
+    def _signal_while_draining(self, sig: signal.Signals) -> None:
+        log.warning(
+            "%s received while draining; still waiting up to %.1fs for in-flight handlers",
+            sig.name,
+            self.grace,
+        )
 
     def shutdown(self) -> None:
         """Ask a running :meth:`run` to stop."""

@@ -63,7 +63,7 @@ class Consumer:
     async def start(self) -> None:
         """Join the group and start fetching."""
         d = self.dispatcher
-        self._subscription = await d.transport.subscribe(
+        self._subscription = await d.app.transport.subscribe(
             d.topic, d.group, ordered=self.ordered, start=self.start_from, lease=self.lease
         )
         name = f"tidings:{d.topic}/{d.group}"

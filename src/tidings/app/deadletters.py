@@ -13,6 +13,7 @@ __all__ = [
     "DLQ_GROUP",
     "DLQ_SUFFIX",
     "REPLAY_GROUP_HEADER",
+    "REPLAY_OF_HEADER",
     "DeadLetter",
     "DeadLetters",
     "dead_letter_message",
@@ -24,6 +25,9 @@ DLQ_GROUP = "dlq"
 """The group that retains a dead-letter topic's messages until replayed or purged."""
 REPLAY_GROUP_HEADER = "tidings-replay-group"
 """A replayed message is addressed to the group that failed it; other groups skip it."""
+REPLAY_OF_HEADER = "tidings-replay-of"
+"""The id of the dead letter a replayed message copies (the replay gets a fresh id, so a
+deduplicating group that never handled the original still runs it)."""
 
 _H = "dlq-"
 
@@ -108,6 +112,7 @@ class DeadLetter:
         """The message as it was first published, addressed back to the failed group."""
         headers = {k: v for k, v in self.message.headers.items() if not k.startswith(_H)}
         headers[REPLAY_GROUP_HEADER] = self.group
+        headers[REPLAY_OF_HEADER] = self.id
         return Message(
             id=uuid7(),
             topic=self.topic,

@@ -18,7 +18,7 @@ from tidings.app.handler import Decoder, Handler
 from tidings.app.retry import Retry
 from tidings.errors import DecodeError, HandlerTimeout, MessageError
 from tidings.message import CE_PREFIX
-from tidings.transports.base import Delivery, Transport
+from tidings.transports.base import Delivery
 
 if TYPE_CHECKING:
     from tidings.app.app import App
@@ -27,6 +27,7 @@ __all__ = ["Dispatcher", "Watchdog"]
 
 log = logging.getLogger("tidings.dispatch")
 _CE_TYPE = CE_PREFIX + "type"
+_MAX_TRACKED = 10_000
 
 
 class Watchdog:
@@ -70,7 +71,6 @@ class Dispatcher:
     def __init__(
         self,
         app: App,
-        transport: Transport,
         *,
         topic: str,
         group: str,
@@ -80,7 +80,6 @@ class Dispatcher:
         timeout: float | None,
     ) -> None:
         self.app = app
-        self.transport = transport
         self.topic = topic
         self.group = group
         self.handler = handler
@@ -143,6 +142,9 @@ class Dispatcher:
         self.failed += 1
         now = time.time()
         self._first_failure.setdefault(delivery.message.id, now)
+        if len(self._first_failure) > _MAX_TRACKED:
+            # Bounded: another process may settle a message this one saw fail.
+            del self._first_failure[next(iter(self._first_failure))]
         if self.retry.gives_up(delivery.attempt, error):
             await self._dead_letter(delivery, "failed", error, tb)
             return
@@ -181,7 +183,7 @@ class Dispatcher:
             last_failure=now,
         )
         try:
-            await self.transport.publish([letter])
+            await self.app.transport.publish([letter])
         except Exception as publish_error:
             log.error(
                 "could not dead-letter %s (%s: %r); releasing it for redelivery: %r",

@@ -7,6 +7,7 @@ module only draws it and checks, at the end, that the numbers add up.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import signal
@@ -157,6 +158,12 @@ def _summary(d: LikesDemo, letters: list[DeadLetter], backlog: dict[str, tuple[i
                 escape(letter.error or letter.error_type),
             )
         console.print(table)
+        causes = collections.Counter(
+            (d.reason, d.attempts, d.error or d.error_type) for d in letters
+        )
+        console.print("  by cause:")
+        for (reason, attempts, error), n in causes.most_common():
+            console.print(f"    {n:>5} x {reason} after {attempts} attempt(s): {escape(error)}")
     if problems:
         for p in problems:
             console.print(f"[red]FAILED:[/] {escape(p)}")

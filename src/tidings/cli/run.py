@@ -12,9 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from tidings.app import App
-from tidings.app.deadletters import DeadLetters
 from tidings.cli._common import err_console, fail, run_async
-from tidings.transports import open_transport
 
 __all__ = ["load_app", "run"]
 
@@ -41,16 +39,6 @@ def _import_target(target: str) -> Any:
     return obj
 
 
-def _rebind(app: App, url: str) -> None:
-    """Point an App that has not started yet at another broker URL."""
-    transport = open_transport(url)
-    app.url = url
-    app.transport = transport
-    app.dead_letters = DeadLetters(transport)
-    for consumer in app.consumers:
-        consumer.dispatcher.transport = transport
-
-
 async def load_app(target: str, url: str | None) -> App:
     """Import ``module:attr``; an App, or a factory (sync or async) returning one.
 
@@ -69,10 +57,10 @@ async def load_app(target: str, url: str | None) -> App:
             f"{target!r} is a {type(obj).__name__}, not a tidings App (or a function returning one)"
         )
     if url and obj.url != url:
-        if obj._started:
+        if obj.started:
             fail(f"{target!r} is already started on {obj.url}; cannot move it to {url}")
         await obj.transport.close()
-        _rebind(obj, url)
+        obj.rebind(url)
     return obj
 
 

@@ -20,6 +20,7 @@ import dataclasses
 import random
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from tidings.app import App, Context, DeadLetter, Retry
 from tidings.message import Event
@@ -208,6 +209,27 @@ class LikesDemo:
     def retries(self) -> int:
         """Failed attempts of the flaky group that were retried rather than dead-lettered."""
         return max(self.state.flaky_failures - self.dead_lettered(), 0)
+
+    def snapshot(self, top: int = 8) -> dict[str, Any]:
+        """The counters as plain JSON-able data (for a web page or an API)."""
+        s = self.state
+        return {
+            "run": s.run_id,
+            "published": s.published,
+            "counted": s.counted,
+            "notified": s.notified,
+            "milestones": s.milestones,
+            "notifications": list(s.notifications),
+            "top_posts": [
+                {"post_id": post, "likes": n, "notifier": s.notifier_counts[post]}
+                for post, n in s.counts.most_common(top)
+            ],
+            "flaky": {
+                "handled": s.flaky_handled,
+                "retries": self.retries(),
+                "dead_lettered": self.dead_lettered(),
+            },
+        }
 
     async def dead_letters(self) -> list[DeadLetter]:
         """This run's dead letters of the flaky group, oldest first."""

@@ -35,7 +35,7 @@ from tidings.errors import BrokerUnavailable, TransportClosed
 from tidings.message import Message
 
 __all__ = [
-    "MessageRow",
+    "MessageBatch",
     "connect",
     "create_schema",
     "decode_message",
@@ -59,8 +59,9 @@ __all__ = [
 encode_message = msgspec.msgpack.Encoder().encode
 decode_message = msgspec.msgpack.Decoder(Message).decode
 
-# (topic, key, ready_at, data): ready_at = max(deliver_at, publish time).
-MessageRow = tuple[str, str | None, float, bytes]
+# (JSON array of [topic, key, ready_at, offset, length], the messages' data end to end);
+# ready_at = max(deliver_at, publish time).
+MessageBatch = tuple[str, bytes]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS broker_groups (
@@ -93,9 +94,20 @@ CREATE INDEX IF NOT EXISTS broker_deliveries_key
 """
 # AUTOINCREMENT: seq never goes back after garbage collection, so it stays publish order.
 
+_SHAPE_MESSAGES = "SELECT seq, topic, key, ready_at, data FROM broker_messages LIMIT 0"
+_SHAPE_DELIVERIES = (
+    "SELECT group_id, seq, key, visible_at, attempt, lease FROM broker_deliveries LIMIT 0"
+)
 _GROUP_ID = "SELECT group_id FROM broker_groups WHERE topic = ? AND name = ?"
 _NEW_GROUP = "INSERT OR IGNORE INTO broker_groups (topic, name, created_at) VALUES (?, ?, ?)"
-_INSERT_MESSAGE = "INSERT INTO broker_messages (topic, key, ready_at, data) VALUES (?, ?, ?, ?)"
+# A whole publish is one statement: one JSON array of [topic, key, ready_at, offset, length]
+# and one blob of the messages end to end. sqlite3 would otherwise bind row by row, taking
+# the GIL back for every row; one statement runs in C without it, beside the event loop.
+_INSERT_MESSAGES = (
+    "INSERT INTO broker_messages (topic, key, ready_at, data)"
+    " SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, substr(?2, j.value ->> 3, j.value ->> 4)"
+    " FROM json_each(?1) AS j ORDER BY j.key"
+)
 # The write lock is held, so this transaction's rows are exactly those with seq > the max
 # before it.
 _FAN_OUT = (
@@ -216,10 +228,19 @@ def set_durable(conn: sqlite3.Connection, durable: bool) -> None:
     conn.execute("PRAGMA synchronous = FULL" if durable else "PRAGMA synchronous = NORMAL")
 
 
-def create_schema(conn: sqlite3.Connection) -> None:
+def create_schema(conn: sqlite3.Connection, path: str) -> None:
+    """Create the tables if missing; refuse a file whose broker tables have another shape."""
     with transaction(conn):
         for statement in SCHEMA.split(";"):
             conn.execute(statement)
+        try:
+            conn.execute(_SHAPE_MESSAGES)
+            conn.execute(_SHAPE_DELIVERIES)
+        except sqlite3.OperationalError as exc:
+            raise BrokerUnavailable(
+                f"{path!r} holds broker tables of another layout ({exc}); it was written by"
+                " another tidings version: point the broker URL at a new file"
+            ) from exc
 
 
 @contextlib.contextmanager
@@ -252,9 +273,10 @@ def do_group(conn: sqlite3.Connection, topic: str, name: str, start: str, now: f
     return int(group_id)
 
 
-def do_publish(conn: sqlite3.Connection, rows: list[MessageRow]) -> None:
+def do_publish(conn: sqlite3.Connection, batches: list[MessageBatch]) -> None:
     (before,) = conn.execute("SELECT coalesce(max(seq), 0) FROM broker_messages").fetchone()
-    conn.executemany(_INSERT_MESSAGE, rows)
+    for batch in batches:
+        conn.execute(_INSERT_MESSAGES, batch)
     conn.execute(_FAN_OUT, (before,))
 
 

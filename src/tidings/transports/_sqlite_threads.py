@@ -28,7 +28,14 @@ T = TypeVar("T")
 
 
 class Op:
-    """One queued write: ``kind`` picks the handler; ``topics`` are woken once committed."""
+    """One queued write; ``topics`` are the topics whose fetches to wake once it committed.
+
+    ``kind`` and ``args`` → result: ``group`` (topic, name, start) → group id; ``publish``
+    MessageBatch; ``decide`` [(``"ack"`` | ``"nack"``, (group id, lease, [delay,] seq),
+    future)], settled per item; ``unlease`` (group id, lease, [seq]); ``purge`` (topic,
+    name, ids or None) → count; ``lease`` (group id, ordered, limit, seconds, lease) →
+    [(seq, attempt, message data)].
+    """
 
     __slots__ = ("args", "future", "kind", "topics")
 
@@ -109,7 +116,7 @@ class Writer:
         try:
             self._conn = sql.connect(self.path, self._busy_timeout)
             with sql._translate_errors(self.path):
-                sql.create_schema(self._conn)
+                sql.create_schema(self._conn, self.path)
         except BaseException as exc:
             self._start_error = exc
             if self._conn is not None:
@@ -165,15 +172,27 @@ class Writer:
             topic, name, start = op.args
             results.append((op, sql.do_group(conn, topic, name, start, now), None))
         if publishes := by_kind.pop("publish", None):
-            sql.do_publish(conn, [row for op in publishes for row in op.args])
+            sql.do_publish(conn, [op.args for op in publishes])
             results.extend((op, None, None) for op in publishes)
-        # The acks (nacks, unleases) of one lease, that is of one fetch, become one statement.
-        for (group_id, lease), seqs in _by_lease(by_kind.pop("ack", ()), results).items():
+        # Acks and nacks come coalesced, one "decide" op per loop iteration (see
+        # SqliteTransport._decide); the ones of one lease, i.e. one fetch, run as one statement.
+        acks: dict[tuple[int, str], list[int]] = defaultdict(list)
+        nacks: dict[tuple[int, str, float], list[int]] = defaultdict(list)
+        for op in by_kind.pop("decide", ()):
+            for kind, (group_id, lease, *delay, seq), _ in op.args:
+                if kind == "ack":
+                    acks[(group_id, lease)].append(seq)
+                else:
+                    nacks[(group_id, lease, delay[0])].append(seq)
+            results.append((op, None, None))
+        for (group_id, lease), seqs in acks.items():
             sql.do_ack(conn, group_id, lease, seqs, now)
-        for (group_id, lease, delay), seqs in _by_lease(by_kind.pop("nack", ()), results).items():
+        for (group_id, lease, delay), seqs in nacks.items():
             sql.do_nack(conn, group_id, lease, seqs, now + delay, now)
-        for (group_id, lease), seqs in _by_lease(by_kind.pop("unlease", ()), results).items():
+        for op in by_kind.pop("unlease", ()):
+            group_id, lease, seqs = op.args
             sql.do_unlease(conn, group_id, lease, seqs, now)
+            results.append((op, None, None))
         for op in by_kind.pop("purge", ()):
             results.append((op, sql.do_purge(conn, *op.args), None))
         for op in by_kind.pop("lease", ()):
@@ -197,15 +216,6 @@ class Writer:
         except Exception:  # locked by another process, say: try at the next interval
             return False
         return deleted >= sql.GC_BATCH
-
-
-def _by_lease(ops: Collection[Op], results: list[Result]) -> dict[Any, list[int]]:
-    """Group ops whose args are ``(*key, seq)`` by key; record their (empty) results."""
-    grouped: dict[Any, list[int]] = defaultdict(list)
-    for op in ops:
-        grouped[op.args[:-1]].append(op.args[-1])
-        results.append((op, None, None))
-    return grouped
 
 
 class Reader:

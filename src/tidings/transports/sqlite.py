@@ -50,6 +50,8 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import msgspec
+
 from tidings.errors import MessageTooLarge, TransportClosed, UnsupportedURL
 from tidings.message import Message
 from tidings.transports import _sqlite_sql as sql
@@ -65,6 +67,8 @@ from tidings.transports.base import (
 )
 
 __all__ = ["SqliteTransport", "create"]
+
+_json_encode = msgspec.json.Encoder().encode
 
 T = TypeVar("T")
 
@@ -152,7 +156,7 @@ class _SqliteDelivery(Delivery):
             return
         self._done = True
         try:
-            await self._sub.transport._enqueue(kind, args, topics)
+            await self._sub.transport._decide(kind, args, topics)
         except BaseException:
             self._done = False  # not recorded (say, BrokerUnavailable): the caller may retry
             raise
@@ -237,6 +241,8 @@ class SqliteTransport(Transport):
         self._gc_interval = gc_interval
         self._max_message_size = max_message_size
         self._writer: Writer | None = None
+        self._decisions: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]] = []
+        self._decision_topics: set[str] = set()
         self._reader = Reader(path, busy_timeout)
         self._events: dict[str, asyncio.Event] = {}
         self._start_lock = asyncio.Lock()
@@ -273,6 +279,27 @@ class SqliteTransport(Transport):
         writer.submit(Op(kind, args, future, topics))
         return future
 
+    def _decide(
+        self, kind: str, args: tuple[Any, ...], topics: Collection[str]
+    ) -> asyncio.Future[None]:
+        """Queue an ack or nack. Those made in one loop iteration (a handler batch acking
+        concurrently) reach the writer as one op, which spares it per-ack work."""
+        writer = self._writer
+        if self._closing or writer is None:
+            raise TransportClosed(f"transport {self.url} is closed")
+        future: asyncio.Future[None] = writer.loop.create_future()
+        if not self._decisions:
+            writer.loop.call_soon(self._flush_decisions)
+        self._decisions.append((kind, args, future))
+        self._decision_topics.update(topics)
+        return future
+
+    def _flush_decisions(self) -> None:
+        if self._decisions and self._writer is not None:
+            op = Op("decide", self._decisions, None, self._decision_topics)
+            self._decisions, self._decision_topics = [], set()
+            self._writer.submit(op)
+
     async def _lease(self, args: tuple[Any, ...]) -> list[tuple[int, int, bytes]]:
         future = self._enqueue("lease", args)
         try:
@@ -290,6 +317,15 @@ class SqliteTransport(Transport):
         for op, result, error in results:
             if error is None:
                 touched.update(op.topics)
+            if op.kind == "decide":
+                for _, _, decided in op.args:
+                    if decided.done():
+                        continue
+                    if error is None:
+                        decided.set_result(None)
+                    else:
+                        decided.set_exception(error)
+                continue
             future = op.future
             if future is None:
                 continue
@@ -309,8 +345,8 @@ class SqliteTransport(Transport):
             return  # the leases expire on their own
         group_id, _, _, _, lease = args
         topics = (sql.decode_message(rows[0][2]).topic,)  # wake the fetches of that topic
-        for seq, _, _ in rows:
-            self._writer.submit(Op("unlease", (group_id, lease, seq), None, topics))
+        seqs = [seq for seq, _, _ in rows]
+        self._writer.submit(Op("unlease", (group_id, lease, seqs), None, topics))
 
     def _event(self, topic: str) -> asyncio.Event:
         event = self._events.get(topic)
@@ -329,13 +365,19 @@ class SqliteTransport(Transport):
             return
         now = time.time()
         limit = self._max_message_size
-        rows: list[sql.MessageRow] = []
+        index: list[tuple[str, str | None, float, int, int]] = []
+        data: list[bytes] = []
+        offset = 1  # substr() counts from 1
         for m in messages:
             if limit is not None and len(m.body) > limit:
                 raise MessageTooLarge(len(m.body), limit)
             ready_at = now if m.deliver_at is None or m.deliver_at < now else m.deliver_at
-            rows.append((m.topic, m.key, ready_at, sql.encode_message(m)))
-        await self._submit("publish", rows, {m.topic for m in messages})
+            encoded = sql.encode_message(m)
+            index.append((m.topic, m.key, ready_at, offset, len(encoded)))
+            data.append(encoded)
+            offset += len(encoded)
+        batch: sql.MessageBatch = (_json_encode(index).decode(), b"".join(data))
+        await self._submit("publish", batch, {m.topic for m in messages})
 
     async def _group_id(self, topic: str, group: str, start: StartFrom) -> int:
         if start not in ("latest", "earliest"):
@@ -397,6 +439,7 @@ class SqliteTransport(Transport):
         if self._closed is None:
             self._closed = asyncio.get_running_loop().create_future()
             self._closing = True
+            self._flush_decisions()  # acks made before close() are committed, not dropped
             self._notify(list(self._events))
             try:
                 async with self._start_lock:  # a start() in progress finishes first
