@@ -466,7 +466,7 @@ async def test_load_app_accepts_a_factory_and_overrides_the_url(
     app = await load_app("svc_factory:make_app", url)
     try:
         assert app.url == url
-        assert all(c.dispatcher.transport is app.transport for c in app.consumers)
+        assert all(c.dispatcher.app is app for c in app.consumers)
         assert app.transport.url == url
     finally:
         await app.transport.close()

@@ -35,7 +35,7 @@ from tidings.errors import BrokerUnavailable, TransportClosed
 from tidings.message import Message
 
 __all__ = [
-    "MessageBatch",
+    "MessageRow",
     "connect",
     "create_schema",
     "decode_message",
@@ -59,9 +59,8 @@ __all__ = [
 encode_message = msgspec.msgpack.Encoder().encode
 decode_message = msgspec.msgpack.Decoder(Message).decode
 
-# (JSON array of [topic, key, ready_at, offset, length], the messages' data end to end);
-# ready_at = max(deliver_at, publish time).
-MessageBatch = tuple[str, bytes]
+# (topic, key, ready_at, data): ready_at = max(deliver_at, publish time).
+MessageRow = tuple[str, str | None, float, bytes]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS broker_groups (
@@ -100,14 +99,7 @@ _SHAPE_DELIVERIES = (
 )
 _GROUP_ID = "SELECT group_id FROM broker_groups WHERE topic = ? AND name = ?"
 _NEW_GROUP = "INSERT OR IGNORE INTO broker_groups (topic, name, created_at) VALUES (?, ?, ?)"
-# A whole publish is one statement: one JSON array of [topic, key, ready_at, offset, length]
-# and one blob of the messages end to end. sqlite3 would otherwise bind row by row, taking
-# the GIL back for every row; one statement runs in C without it, beside the event loop.
-_INSERT_MESSAGES = (
-    "INSERT INTO broker_messages (topic, key, ready_at, data)"
-    " SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, substr(?2, j.value ->> 3, j.value ->> 4)"
-    " FROM json_each(?1) AS j ORDER BY j.key"
-)
+_INSERT_MESSAGE = "INSERT INTO broker_messages (topic, key, ready_at, data) VALUES (?, ?, ?, ?)"
 # The write lock is held, so this transaction's rows are exactly those with seq > the max
 # before it.
 _FAN_OUT = (
@@ -273,10 +265,9 @@ def do_group(conn: sqlite3.Connection, topic: str, name: str, start: str, now: f
     return int(group_id)
 
 
-def do_publish(conn: sqlite3.Connection, batches: list[MessageBatch]) -> None:
+def do_publish(conn: sqlite3.Connection, rows: list[MessageRow]) -> None:
     (before,) = conn.execute("SELECT coalesce(max(seq), 0) FROM broker_messages").fetchone()
-    for batch in batches:
-        conn.execute(_INSERT_MESSAGES, batch)
+    conn.executemany(_INSERT_MESSAGE, rows)
     conn.execute(_FAN_OUT, (before,))
 
 

@@ -31,7 +31,7 @@ class Op:
     """One queued write; ``topics`` are the topics whose fetches to wake once it committed.
 
     ``kind`` and ``args`` → result: ``group`` (topic, name, start) → group id; ``publish``
-    MessageBatch; ``decide`` [(``"ack"`` | ``"nack"``, (group id, lease, [delay,] seq),
+    [MessageRow]; ``decide`` [(``"ack"`` | ``"nack"``, (group id, lease, [delay,] seq),
     future)], settled per item; ``unlease`` (group id, lease, [seq]); ``purge`` (topic,
     name, ids or None) → count; ``lease`` (group id, ordered, limit, seconds, lease) →
     [(seq, attempt, message data)].
@@ -172,7 +172,7 @@ class Writer:
             topic, name, start = op.args
             results.append((op, sql.do_group(conn, topic, name, start, now), None))
         if publishes := by_kind.pop("publish", None):
-            sql.do_publish(conn, [op.args for op in publishes])
+            sql.do_publish(conn, [row for op in publishes for row in op.args])
             results.extend((op, None, None) for op in publishes)
         # Acks and nacks come coalesced, one "decide" op per loop iteration (see
         # SqliteTransport._decide); the ones of one lease, i.e. one fetch, run as one statement.

@@ -50,8 +50,6 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import msgspec
-
 from tidings.errors import MessageTooLarge, TransportClosed, UnsupportedURL
 from tidings.message import Message
 from tidings.transports import _sqlite_sql as sql
@@ -67,8 +65,6 @@ from tidings.transports.base import (
 )
 
 __all__ = ["SqliteTransport", "create"]
-
-_json_encode = msgspec.json.Encoder().encode
 
 T = TypeVar("T")
 
@@ -365,19 +361,13 @@ class SqliteTransport(Transport):
             return
         now = time.time()
         limit = self._max_message_size
-        index: list[tuple[str, str | None, float, int, int]] = []
-        data: list[bytes] = []
-        offset = 1  # substr() counts from 1
+        rows: list[sql.MessageRow] = []
         for m in messages:
             if limit is not None and len(m.body) > limit:
                 raise MessageTooLarge(len(m.body), limit)
             ready_at = now if m.deliver_at is None or m.deliver_at < now else m.deliver_at
-            encoded = sql.encode_message(m)
-            index.append((m.topic, m.key, ready_at, offset, len(encoded)))
-            data.append(encoded)
-            offset += len(encoded)
-        batch: sql.MessageBatch = (_json_encode(index).decode(), b"".join(data))
-        await self._submit("publish", batch, {m.topic for m in messages})
+            rows.append((m.topic, m.key, ready_at, sql.encode_message(m)))
+        await self._submit("publish", rows, {m.topic for m in messages})
 
     async def _group_id(self, topic: str, group: str, start: StartFrom) -> int:
         if start not in ("latest", "earliest"):
