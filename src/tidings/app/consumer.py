@@ -49,6 +49,10 @@ class Consumer:
         self._fetcher: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._watchdog: asyncio.Task[None] | None = None
+        self._settler: asyncio.Task[None] | None = None
+        self._acks: list[Delivery] = []
+        self._nacks: list[tuple[Delivery, float]] = []
+        self._settle_wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -68,6 +72,7 @@ class Consumer:
         )
         name = f"tidings:{d.topic}/{d.group}"
         self._fetcher = asyncio.create_task(self._fetch_loop(), name=name + ":fetch")
+        self._settler = asyncio.create_task(self._settle_loop(), name=name + ":settle")
         if d.watchdog is not None:
             self._watchdog = asyncio.create_task(d.watchdog.run(), name=name + ":watchdog")
         self._workers = [
@@ -105,20 +110,48 @@ class Consumer:
             try:
                 for i, delivery in enumerate(chunk):  # noqa: B007
                     try:
-                        await process(delivery)
+                        outcome = await process(delivery)
                     except Exception:
-                        log.exception("unexpected error settling %s", delivery.message.id)
+                        log.exception("unexpected error handling %s", delivery.message.id)
+                        outcome = 1.0
+                    if outcome is None:
+                        self._acks.append(delivery)
+                    else:
+                        self._nacks.append((delivery, outcome))
+                    self._settle_wakeup.set()
             except asyncio.CancelledError:
-                for delivery in chunk[i:]:
-                    with contextlib.suppress(Exception):
-                        await delivery.nack(0.0)
+                self._nacks.extend((d, 0.0) for d in chunk[i:])
                 raise
             finally:
                 self._idle_workers += 1
-                self._free += len(chunk)
-                self._freed.set()
-                if self._free == self.prefetch:
-                    self._idle.set()
+
+    async def _settle_loop(self) -> None:
+        """Settle what the workers decided, many at a time; free prefetch slots after."""
+        while True:
+            await self._settle_wakeup.wait()
+            self._settle_wakeup.clear()
+            await self._settle_now()
+
+    async def _settle_now(self) -> None:
+        acks, nacks = self._acks, self._nacks
+        if not (acks or nacks):
+            return
+        self._acks, self._nacks = [], []
+        assert self._subscription is not None
+        try:
+            await self._subscription.settle(acks, nacks)
+        except Exception as exc:
+            log.error(
+                "could not settle %d message(s) on %s/%s: %r; they return after their lease",
+                len(acks) + len(nacks),
+                self.topic,
+                self.group,
+                exc,
+            )
+        self._free += len(acks) + len(nacks)
+        self._freed.set()
+        if self._free == self.prefetch:
+            self._idle.set()
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop fetching; finish in-flight work within ``grace`` seconds, release the rest."""
@@ -137,10 +170,14 @@ class Consumer:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._settler is not None:
+            self._settler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._settler
+            self._settler = None
         while not self._queue.empty():
-            for delivery in self._queue.get_nowait():
-                with contextlib.suppress(Exception):
-                    await delivery.nack(0.0)
+            self._nacks.extend((d, 0.0) for d in self._queue.get_nowait())
+        await self._settle_now()
         self._workers = []
         self._fetcher = None
         self._watchdog = None

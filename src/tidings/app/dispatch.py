@@ -28,6 +28,8 @@ __all__ = ["Dispatcher", "Watchdog"]
 log = logging.getLogger("tidings.dispatch")
 _CE_TYPE = CE_PREFIX + "type"
 _MAX_TRACKED = 10_000
+ACK: None = None
+"""The outcome that acks (any float is a nack delay)."""
 
 
 class Watchdog:
@@ -92,24 +94,23 @@ class Dispatcher:
         self.failed = 0
         self.dead_lettered = 0
 
-    async def process(self, delivery: Delivery) -> None:
-        """Handle one delivery and settle it. Never raises (except cancellation)."""
+    async def process(self, delivery: Delivery) -> float | None:
+        """Handle one delivery and decide its fate: ``None`` = ack, a number = nack with
+        that delay (seconds). Dead letters are published here, before the ack is returned.
+        The caller settles (in batches). Never raises, except cancellation."""
         message = delivery.message
         target = message.headers.get(REPLAY_GROUP_HEADER)
         if target is not None and target != self.group:
-            await delivery.ack()
-            return
+            return ACK
         if message.expires_at is not None and time.time() > message.expires_at:
-            await self._dead_letter(delivery, "expired", None, "")
-            return
+            return await self._dead_letter(delivery, "expired", None, "")
         try:
             type_name = message.headers.get(_CE_TYPE)
             if not type_name:
                 raise DecodeError(f"message {message.id} has no ce-type header (not a CloudEvent)")
             payload = self.decoder(message, type_name)
         except MessageError as exc:
-            await self._dead_letter(delivery, "poison", exc, traceback.format_exc())
-            return
+            return await self._dead_letter(delivery, "poison", exc, traceback.format_exc())
         ctx = Context(self.app, message, self.topic, self.group, delivery.attempt)
         task = asyncio.current_task()
         assert task is not None
@@ -126,19 +127,19 @@ class Dispatcher:
                 f"handler for {self.topic!r} group {self.group!r} ran past its "
                 f"{self.timeout}s timeout and was cancelled"
             )
-            await self._failed(delivery, error, traceback.format_exc())
+            return await self._failed(delivery, error, traceback.format_exc())
         except Exception as exc:
-            await self._failed(delivery, exc, traceback.format_exc())
+            return await self._failed(delivery, exc, traceback.format_exc())
         else:
             if self._first_failure:
                 self._first_failure.pop(message.id, None)
             self.handled += 1
-            await delivery.ack()
+            return ACK
         finally:
             if watchdog is not None:
                 watchdog.disarm(task)
 
-    async def _failed(self, delivery: Delivery, error: BaseException, tb: str) -> None:
+    async def _failed(self, delivery: Delivery, error: BaseException, tb: str) -> float | None:
         self.failed += 1
         now = time.time()
         self._first_failure.setdefault(delivery.message.id, now)
@@ -146,8 +147,7 @@ class Dispatcher:
             # Bounded: another process may settle a message this one saw fail.
             del self._first_failure[next(iter(self._first_failure))]
         if self.retry.gives_up(delivery.attempt, error):
-            await self._dead_letter(delivery, "failed", error, tb)
-            return
+            return await self._dead_letter(delivery, "failed", error, tb)
         delay = self.retry.delay(delivery.attempt)
         log.warning(
             "handler failed on %s (topic %r, group %r, attempt %d/%d): %r; retry in %.2fs",
@@ -159,11 +159,11 @@ class Dispatcher:
             error,
             delay,
         )
-        await delivery.nack(delay)
+        return delay
 
     async def _dead_letter(
         self, delivery: Delivery, reason: str, error: BaseException | None, tb: str
-    ) -> None:
+    ) -> float | None:
         """Publish to ``<topic>.<group>.dlq`` then ack; if that publish fails, nack instead.
 
         A failed dead-letter publish must not lose the message (Watermill ``poison.go``
@@ -193,8 +193,7 @@ class Dispatcher:
                 publish_error,
             )
             self._first_failure[message.id] = first
-            await delivery.nack(self.retry.delay(delivery.attempt))
-            return
+            return self.retry.delay(delivery.attempt)
         self.dead_lettered += 1
         log.error(
             "dead-lettered %s from topic %r group %r (%s after %d attempt(s)): %r",
@@ -205,7 +204,7 @@ class Dispatcher:
             delivery.attempt,
             error,
         )
-        await delivery.ack()
+        return ACK
 
     def stats(self) -> dict[str, Any]:
         return {"handled": self.handled, "failed": self.failed, "dead_lettered": self.dead_lettered}

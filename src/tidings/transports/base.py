@@ -116,6 +116,19 @@ class Subscription(abc.ABC):
     async def close(self) -> None:
         """Stop fetching. Unacked deliveries stay valid until acked, nacked or expired."""
 
+    async def settle(
+        self, acks: Sequence[Delivery], nacks: Sequence[tuple[Delivery, float]] = ()
+    ) -> None:
+        """Ack ``acks`` and nack ``nacks`` (each with its delay) in as few round trips as the
+        backend allows; returns once all are recorded. Works after :meth:`close` too.
+
+        The default settles one at a time; a backend with a per-call cost overrides it.
+        """
+        for delivery in acks:
+            await delivery.ack()
+        for delivery, delay in nacks:
+            await delivery.nack(delay)
+
 
 class Transport(abc.ABC):
     """A broker backend, selected by URL scheme (see :func:`tidings.transports.open_transport`)."""

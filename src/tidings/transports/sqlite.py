@@ -136,26 +136,40 @@ class _SqliteDelivery(Delivery):
         self.message = sql.decode_message(data)
         self._done = False
 
-    async def ack(self) -> None:
+    def _begin_ack(self) -> asyncio.Future[None] | None:
         sub = self._sub
         # Acking a keyed message may unblock the next one of its key (ordered groups).
         topics = () if self.message.key is None else (sub.topic,)
-        await self._decide("ack", (sub.group_id, self._lease, self._seq), topics)
+        return self._begin("ack", (sub.group_id, self._lease, self._seq), topics)
 
-    async def nack(self, delay: float = 0.0) -> None:
+    def _begin_nack(self, delay: float) -> asyncio.Future[None] | None:
         sub = self._sub
         args = (sub.group_id, self._lease, max(delay, 0.0), self._seq)
-        await self._decide("nack", args, (sub.topic,))
+        return self._begin("nack", args, (sub.topic,))
 
-    async def _decide(self, kind: str, args: tuple[Any, ...], topics: tuple[str, ...]) -> None:
+    def _begin(
+        self, kind: str, args: tuple[Any, ...], topics: tuple[str, ...]
+    ) -> asyncio.Future[None] | None:
         if self._done:
-            return
+            return None
+        future = self._sub.transport._decide(kind, args, topics)
         self._done = True
+        return future
+
+    async def _wait(self, future: asyncio.Future[None] | None) -> None:
+        if future is None:
+            return
         try:
-            await self._sub.transport._decide(kind, args, topics)
+            await future
         except BaseException:
             self._done = False  # not recorded (say, BrokerUnavailable): the caller may retry
             raise
+
+    async def ack(self) -> None:
+        await self._wait(self._begin_ack())
+
+    async def nack(self, delay: float = 0.0) -> None:
+        await self._wait(self._begin_nack(delay))
 
 
 class _SqliteSubscription(Subscription):
@@ -207,6 +221,20 @@ class _SqliteSubscription(Subscription):
         if not self.closed:
             self.closed = True
             self.transport._notify({self.topic})
+
+    async def settle(
+        self, acks: Sequence[Delivery], nacks: Sequence[tuple[Delivery, float]] = ()
+    ) -> None:
+        """Queue every decision at once: they reach the writer as one op, one commit."""
+        pending: list[tuple[_SqliteDelivery, asyncio.Future[None] | None]] = []
+        for d in acks:
+            assert isinstance(d, _SqliteDelivery)
+            pending.append((d, d._begin_ack()))
+        for d, delay in nacks:
+            assert isinstance(d, _SqliteDelivery)
+            pending.append((d, d._begin_nack(delay)))
+        for d, future in pending:
+            await d._wait(future)
 
 
 class SqliteTransport(Transport):
