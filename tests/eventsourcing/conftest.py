@@ -1,26 +1,18 @@
-"""A started EventStore per backend: memory, SQLite (temp file) and PostgreSQL when reachable."""
+"""A started EventStore per backend: memory, SQLite (temp file) and PostgreSQL."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
+from tests.conftest import require_service
 from tidings.store import EventStore
 
 PG_URL = os.environ.get("TIDINGS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _pg_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def store_url(name: str, tmp_path: Path) -> str:
@@ -28,10 +20,8 @@ def store_url(name: str, tmp_path: Path) -> str:
         return "memory://"
     if name == "sqlite":
         return f"sqlite:///{tmp_path / 'events.db'}"
-    if importlib.util.find_spec("tidings.store.postgres") is None:
-        pytest.skip("postgresql: the tidings.store.postgres backend is not present")
-    if not _pg_reachable():
-        pytest.skip(f"postgresql: no server at {PG_URL}")
+    parts = urlsplit(PG_URL)
+    require_service("postgresql", parts.hostname or "127.0.0.1", parts.port or 5432)
     return PG_URL
 
 

@@ -64,8 +64,9 @@ class Repository(Generic[A]):
         store: a started :class:`~tidings.store.EventStore`.
         aggregate: the aggregate class.
         snapshot_every: write a snapshot each time the stream's event count crosses a
-            multiple of this number (``None``: never). Snapshots only speed up loading;
-            a missing, stale or unreadable snapshot falls back to a full replay.
+            multiple of this number, and load from them (``None``: neither write nor read
+            snapshots). Snapshots only speed up loading; a missing, stale or unreadable
+            snapshot falls back to a full replay.
 
     Concurrency: two tasks that load the same aggregate and both save get one success and
     one :class:`~tidings.errors.WrongExpectedVersion`; reload and retry the command.

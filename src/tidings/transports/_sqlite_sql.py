@@ -202,6 +202,9 @@ def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA cache_size = -65536")
+            conn.execute("PRAGMA temp_store = MEMORY")
+            conn.execute("PRAGMA wal_autocheckpoint = 10000")
             set_durable(conn, True)
         except BaseException:
             conn.close()
