@@ -433,3 +433,22 @@ async def test_sqlite_refuses_a_file_with_another_broker_layout(tmp_path: Path) 
     with pytest.raises(BrokerUnavailable, match="another layout"):
         await transport.start()
     await transport.close()
+
+
+async def test_sqlite_delete_group_drops_its_backlog_and_stops_fan_out(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tidings.message import Message
+    from tidings.transports import open_transport
+
+    t = open_transport(f"sqlite:///{tmp_path}/g.db")
+    await t.start()
+    try:
+        await t.ensure_group("topic", "gone")
+        await t.ensure_group("topic", "kept")
+        await t.publish([Message(id="1", topic="topic", body=b"{}")])
+        assert await t.delete_group("topic", "gone") is True
+        assert await t.delete_group("topic", "gone") is False
+        await t.publish([Message(id="2", topic="topic", body=b"{}")])
+        assert await t.groups("topic") == ["kept"]
+        assert [m.id for m in await t.browse("topic", "kept")] == ["1", "2"]
+    finally:
+        await t.close()

@@ -153,9 +153,8 @@ def tail(
 ) -> None:
     """Print messages of a topic as they arrive (acks each one it prints).
 
-    Without `--group`, a fresh group `tail-<uuid>` is created; on persistent brokers its row
-    stays behind after exit (its backlog is purged on exit), since transports have no
-    ephemeral groups yet.
+    Without `--group`, a fresh group `tail-<uuid>` is created and deleted on exit, so it
+    retains nothing afterwards.
     """
     name = group or f"tail-{uuid.uuid4().hex[:12]}"
     console = out_console()
@@ -183,9 +182,8 @@ def tail(
             finally:
                 await subscription.close()
                 if group is None:
-                    # Our own throwaway group: drop what it retained so it holds nothing.
                     with contextlib.suppress(TidingsError):
-                        await transport.purge(topic, name)
+                        await transport.delete_group(topic, name)
         finally:
             await transport.close()
 

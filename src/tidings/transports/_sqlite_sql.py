@@ -40,6 +40,7 @@ __all__ = [
     "create_schema",
     "decode_message",
     "do_ack",
+    "do_drop_group",
     "do_gc",
     "do_group",
     "do_lease",
@@ -145,6 +146,7 @@ _UNLEASE = (
     "UPDATE broker_deliveries SET visible_at = ?, lease = NULL, attempt = attempt - 1" + _MINE
 )
 _PURGE_ALL = "DELETE FROM broker_deliveries WHERE group_id = ?"
+_DROP_GROUP = "DELETE FROM broker_groups WHERE group_id = ?"
 _PURGE_IDS = (
     "DELETE FROM broker_deliveries WHERE group_id = ? AND seq IN (SELECT value FROM json_each(?))"
 )
@@ -326,6 +328,16 @@ def do_purge(conn: sqlite3.Connection, topic: str, name: str, ids: Sequence[str]
     ]
     conn.execute(_PURGE_IDS, (group_id, int_list(seqs)))
     return len(seqs)
+
+
+def do_drop_group(conn: sqlite3.Connection, topic: str, name: str) -> bool:
+    """Delete a group and its pending rows; True if it existed."""
+    found = conn.execute(_GROUP_ID, (topic, name)).fetchone()
+    if found is None:
+        return False
+    conn.execute(_PURGE_ALL, found)
+    conn.execute(_DROP_GROUP, found)
+    return True
 
 
 def do_gc(conn: sqlite3.Connection, cutoff: float, cursor: int) -> tuple[int, int]:

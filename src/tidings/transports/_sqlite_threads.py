@@ -33,8 +33,8 @@ class Op:
     ``kind`` and ``args`` → result: ``group`` (topic, name, start) → group id; ``publish``
     [MessageRow]; ``decide`` [(``"ack"`` | ``"nack"``, (group id, lease, [delay,] seq),
     future)], settled per item; ``unlease`` (group id, lease, [seq]); ``purge`` (topic,
-    name, ids or None) → count; ``lease`` (group id, ordered, limit, seconds, lease) →
-    [(seq, attempt, message data)].
+    name, ids or None) → count; ``drop_group`` (topic, name) → existed; ``lease`` (group
+    id, ordered, limit, seconds, lease) → [(seq, attempt, message data)].
     """
 
     __slots__ = ("args", "future", "kind", "topics")
@@ -57,7 +57,7 @@ Result = tuple[Op, Any, BaseException | None]
 # nacks, leases) commit without an fsync of their own: a crash of the process loses
 # nothing, and on power loss the most they lose is an ack or a lease, which the contract
 # already allows for (at-least-once delivery); the next durable commit fsyncs them too.
-_DURABLE = frozenset({"publish", "group", "purge"})
+_DURABLE = frozenset({"publish", "group", "purge", "drop_group"})
 _STOP = Op("stop", None, None)
 _MAX_BATCH = 4096
 
@@ -195,6 +195,8 @@ class Writer:
             results.append((op, None, None))
         for op in by_kind.pop("purge", ()):
             results.append((op, sql.do_purge(conn, *op.args), None))
+        for op in by_kind.pop("drop_group", ()):
+            results.append((op, sql.do_drop_group(conn, *op.args), None))
         for op in by_kind.pop("lease", ()):
             if self.stopping or (op.future is not None and op.future.done()):
                 results.append((op, [], None))  # closing, or the fetch was cancelled

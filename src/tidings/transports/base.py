@@ -169,6 +169,14 @@ class Transport(abc.ABC):
         """Create ``group`` on ``topic`` without consuming, so it retains what is published."""
 
     @abc.abstractmethod
+    async def delete_group(self, topic: str, group: str) -> bool:
+        """Delete ``group`` and everything pending for it; False if it did not exist.
+
+        For short-lived consumers such as ``tidings tail``: a group left behind keeps
+        receiving (and retaining) every message published to its topic.
+        """
+
+    @abc.abstractmethod
     async def groups(self, topic: str) -> list[str]:
         """Names of the groups that exist on ``topic``."""
 

@@ -270,6 +270,14 @@ class MemoryTransport(Transport):
         self._check()
         self._group(topic, group, start)
 
+    async def delete_group(self, topic: str, group: str) -> bool:
+        t = self._broker.topics.get(topic)
+        g = t.groups.pop(group, None) if t else None
+        if g is None:
+            return False
+        g.wakeup.set()
+        return True
+
     async def groups(self, topic: str) -> list[str]:
         t = self._broker.topics.get(topic)
         return sorted(t.groups) if t else []

@@ -442,6 +442,10 @@ class SqliteTransport(Transport):
         )
         return count
 
+    async def delete_group(self, topic: str, group: str) -> bool:
+        deleted: bool = await self._submit("drop_group", (topic, group), (topic,))
+        return deleted
+
     async def stats(self) -> list[TopicStats]:
         counts, groups = await self._read(sql.read_stats)
         per_topic: dict[str, list[GroupStats]] = {topic: [] for topic in counts}
