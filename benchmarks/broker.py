@@ -85,6 +85,8 @@ def raw_sqlite(path: Path, n: int) -> tuple[float, float, float]:
 async def run_case(
     url: str, mode: str, n: int, batch: int, publishers: int, args_rate: float = 1000.0
 ) -> Result:
+    if mode == "single":
+        n = n // publishers * publishers
     app = App(url, grace=5.0)
     latencies: list[float] = []
     done = asyncio.Event()
@@ -119,7 +121,6 @@ async def run_case(
                 await app.publish("bench", Tick(n=p * per + i, sent=time.time()))
 
         await asyncio.gather(*(publisher(p) for p in range(publishers)))
-        n = per * publishers
     await asyncio.wait_for(done.wait(), 600)
     seconds = time.perf_counter() - t0
     await app.stop()

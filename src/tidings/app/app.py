@@ -33,6 +33,7 @@ from tidings.message import (
     format_time,
     is_payload_class,
     uuid7,
+    uuid7_many,
 )
 from tidings.transports import Transport, open_transport
 from tidings.transports.base import StartFrom
@@ -127,6 +128,8 @@ class App:
         correlation_id: str | None,
         causation_id: str | None,
         now: float,
+        stamp: str,
+        mid: str,
     ) -> Message:
         cls = event.__class__
         info = self._type_info.get(cls)
@@ -142,13 +145,12 @@ class App:
         body = encode_json(event)
         if len(body) > self.max_message_size:
             raise MessageTooLarge(len(body), self.max_message_size)
-        mid = uuid7()
         h: dict[str, str] = dict(headers) if headers else {}
         h["content-type"] = "application/json"
         h[CE_PREFIX + "type"] = type
         h[CE_PREFIX + "source"] = self.source
         h[CE_PREFIX + "specversion"] = "1.0"
-        h[CE_PREFIX + "time"] = format_time(now)
+        h[CE_PREFIX + "time"] = stamp
         h[CE_PREFIX + "correlationid"] = correlation_id or mid
         if causation_id:
             h[CE_PREFIX + "causationid"] = causation_id
@@ -190,6 +192,7 @@ class App:
         (type ``json`` unless ``type`` is given).
         """
         await self._ensure_started()
+        now = time.time()
         message = self._message(
             topic,
             event,
@@ -201,7 +204,9 @@ class App:
             type=type,
             correlation_id=correlation_id,
             causation_id=causation_id,
-            now=time.time(),
+            now=now,
+            stamp=format_time(now),
+            mid=uuid7(),
         )
         await self.transport.publish([message])
         return message.id
@@ -222,6 +227,8 @@ class App:
         """
         await self._ensure_started()
         now = time.time()
+        stamp = format_time(now)
+        ids = uuid7_many(len(events))
         messages = [
             self._message(
                 topic,
@@ -235,8 +242,10 @@ class App:
                 correlation_id=None,
                 causation_id=None,
                 now=now,
+                stamp=stamp,
+                mid=mid,
             )
-            for e in events
+            for e, mid in zip(events, ids, strict=True)
         ]
         if messages:
             await self.transport.publish(messages)

@@ -103,6 +103,8 @@ class Consumer:
 
     async def _work(self) -> None:
         process = self.dispatcher.process
+        task = asyncio.current_task()
+        assert task is not None
         while True:
             chunk = await self._queue.get()
             self._idle_workers -= 1
@@ -110,7 +112,7 @@ class Consumer:
             try:
                 for i, delivery in enumerate(chunk):  # noqa: B007
                     try:
-                        outcome = await process(delivery)
+                        outcome = await process(delivery, task)
                     except Exception:
                         log.exception("unexpected error handling %s", delivery.message.id)
                         outcome = 1.0

@@ -94,10 +94,11 @@ class Dispatcher:
         self.failed = 0
         self.dead_lettered = 0
 
-    async def process(self, delivery: Delivery) -> float | None:
+    async def process(self, delivery: Delivery, task: asyncio.Task[Any]) -> float | None:
         """Handle one delivery and decide its fate: ``None`` = ack, a number = nack with
         that delay (seconds). Dead letters are published here, before the ack is returned.
-        The caller settles (in batches). Never raises, except cancellation."""
+        The caller settles (in batches). ``task`` is the calling task (the watchdog cancels
+        it on timeout). Never raises, except cancellation."""
         message = delivery.message
         target = message.headers.get(REPLAY_GROUP_HEADER)
         if target is not None and target != self.group:
@@ -112,8 +113,6 @@ class Dispatcher:
         except MessageError as exc:
             return await self._dead_letter(delivery, "poison", exc, traceback.format_exc())
         ctx = Context(self.app, message, self.topic, self.group, delivery.attempt)
-        task = asyncio.current_task()
-        assert task is not None
         watchdog = self.watchdog
         if watchdog is not None:
             watchdog.arm(task)

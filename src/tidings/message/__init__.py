@@ -2,7 +2,7 @@
 
 from tidings.message.codec import decode_json, decode_payload, encode_json, encode_payload
 from tidings.message.envelope import CE_PREFIX, Envelope, Message, format_time, parse_time
-from tidings.message.ids import uuid7
+from tidings.message.ids import uuid7, uuid7_many
 from tidings.message.registry import (
     Command,
     Event,
@@ -37,4 +37,5 @@ __all__ = [
     "type_name_of",
     "upcaster",
     "uuid7",
+    "uuid7_many",
 ]

@@ -11,7 +11,7 @@ from typing import Any
 from tidings.config import load_backend, resolve_url
 from tidings.errors import CorruptEvent, TidingsError
 from tidings.message.codec import decode_json, decode_payload, encode_json
-from tidings.message.ids import uuid7
+from tidings.message.ids import uuid7, uuid7_many
 from tidings.message.registry import TypeRegistry, default_registry
 from tidings.message.upcasting import Upcasters, default_upcasters
 from tidings.store._common import validate_stream
@@ -56,6 +56,7 @@ class EventStore:
         self.url = resolve_url(url, "TIDINGS_STORE_URL")
         self.registry = registry
         self.upcasters = upcasters
+        self._types: dict[type[Any], tuple[str, int]] = {}
         module = load_backend(self.url, BACKENDS, "event store")
         self.recorder: Recorder = module.create(self.url, **options)
 
@@ -79,17 +80,29 @@ class EventStore:
     ) -> None:
         await self.close()
 
-    def encode(self, event: object, metadata: Mapping[str, str] | None = None) -> NewEvent:
+    def encode(
+        self,
+        event: object,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        event_id: str | None = None,
+    ) -> NewEvent:
         """A payload object as a :class:`NewEvent` (a NewEvent passes through unchanged)."""
         if isinstance(event, NewEvent):
             return event
         cls = type(event)
+        info = self._types.get(cls)
+        if info is None:
+            info = self._types[cls] = (
+                self.registry.name_of(cls),
+                int(getattr(cls, "__version__", 1)),
+            )
         return NewEvent(
-            id=uuid7(),
-            type=self.registry.name_of(cls),
+            id=event_id or uuid7(),
+            type=info[0],
             data=encode_json(event),
-            metadata=dict(metadata or {}),
-            dataversion=int(getattr(cls, "__version__", 1)),
+            metadata=dict(metadata) if metadata else {},
+            dataversion=info[1],
         )
 
     async def append(
@@ -106,7 +119,12 @@ class EventStore:
         make a retried append idempotent. ``metadata`` is attached to each payload event.
         """
         return await self.recorder.append(
-            stream, [self.encode(e, metadata) for e in events], expected_version
+            stream,
+            [
+                self.encode(e, metadata, event_id=i)
+                for e, i in zip(events, uuid7_many(len(events)), strict=True)
+            ],
+            expected_version,
         )
 
     async def read(

@@ -225,16 +225,43 @@ class _SqliteSubscription(Subscription):
     async def settle(
         self, acks: Sequence[Delivery], nacks: Sequence[tuple[Delivery, float]] = ()
     ) -> None:
-        """Queue every decision at once: they reach the writer as one op, one commit."""
-        pending: list[tuple[_SqliteDelivery, asyncio.Future[None] | None]] = []
+        """Queue every decision at once: they reach the writer as one op, one commit, and
+        share one future."""
+        transport = self.transport
+        writer = transport._writer
+        if transport._closing or writer is None:
+            raise TransportClosed(f"transport {transport.url} is closed")
+        future: asyncio.Future[None] = writer.loop.create_future()
+        taken: list[_SqliteDelivery] = []
+        topics: set[str] = set()
+        items: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]] = []
+        group_id = self.group_id
         for d in acks:
             assert isinstance(d, _SqliteDelivery)
-            pending.append((d, d._begin_ack()))
+            if d._done:
+                continue
+            items.append(("ack", (group_id, d._lease, d._seq), future))
+            if d.message.key is not None:
+                topics.add(self.topic)
+            taken.append(d)
         for d, delay in nacks:
             assert isinstance(d, _SqliteDelivery)
-            pending.append((d, d._begin_nack(delay)))
-        for d, future in pending:
-            await d._wait(future)
+            if d._done:
+                continue
+            items.append(("nack", (group_id, d._lease, max(delay, 0.0), d._seq), future))
+            topics.add(self.topic)
+            taken.append(d)
+        if not items:
+            return
+        for d in taken:
+            d._done = True
+        transport._decide_many(items, topics)
+        try:
+            await future
+        except BaseException:
+            for d in taken:
+                d._done = False
+            raise
 
 
 class SqliteTransport(Transport):
@@ -317,6 +344,17 @@ class SqliteTransport(Transport):
         self._decisions.append((kind, args, future))
         self._decision_topics.update(topics)
         return future
+
+    def _decide_many(
+        self, items: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]], topics: set[str]
+    ) -> None:
+        """Queue many decisions (see :meth:`_decide`)."""
+        writer = self._writer
+        assert writer is not None
+        if not self._decisions:
+            writer.loop.call_soon(self._flush_decisions)
+        self._decisions.extend(items)
+        self._decision_topics.update(topics)
 
     def _flush_decisions(self) -> None:
         if self._decisions and self._writer is not None:
