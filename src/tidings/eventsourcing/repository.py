@@ -113,8 +113,13 @@ class Repository(Generic[A]):
             return aggregate
         if version is not None and version < 0:
             raise ValueError("version must be >= 0")
-        after = await self._restore_snapshot(aggregate, version)
-        events = await self.store.read(stream, after + 1, version)
+        if self.snapshot_every is None:
+            after, events = -1, await self.store.read(stream, 0, version)
+        else:
+            snap, events = await self.store.read_with_snapshot(stream, version)
+            after = self._use_snapshot(aggregate, snap)
+            if snap is not None and after < 0:
+                events = await self.store.read(stream, 0, version)
         if not events and after < 0:
             raise StreamNotFound(f"aggregate {id!r} not found: stream {stream!r} has no events")
         self._replay(aggregate, events)
@@ -175,6 +180,10 @@ class Repository(Generic[A]):
         if self.snapshot_every is None:
             return -1
         snap = await self.store.load_snapshot(aggregate.stream, max_version)
+        return self._use_snapshot(aggregate, snap)
+
+    def _use_snapshot(self, aggregate: A, snap: Snapshot | None) -> int:
+        """Restore ``snap`` if usable; return its version (``-1``: not used)."""
         if snap is None or snap.type != self._snapshot_type:
             return -1
         try:

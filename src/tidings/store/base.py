@@ -208,3 +208,13 @@ class Recorder(abc.ABC):
     @abc.abstractmethod
     async def load_snapshot(self, stream: str, max_version: int | None = None) -> Snapshot | None:
         """The latest snapshot of ``stream`` at or below ``max_version``."""
+
+    async def read_with_snapshot(
+        self, stream: str, to_version: int | None = None
+    ) -> tuple[Snapshot | None, list[RecordedEvent]]:
+        """The latest snapshot at or below ``to_version`` and the events after it up to
+        ``to_version`` (all of them when there is no snapshot). A backend that can do both
+        in one round trip overrides this."""
+        snapshot = await self.load_snapshot(stream, to_version)
+        start = 0 if snapshot is None else snapshot.version + 1
+        return snapshot, await self.read(stream, start, to_version)

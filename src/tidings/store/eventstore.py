@@ -214,5 +214,12 @@ class EventStore:
         validate_stream(snapshot.stream)
         await self.recorder.save_snapshot(snapshot)
 
+    async def read_with_snapshot(
+        self, stream: str, to_version: int | None = None
+    ) -> tuple[Snapshot | None, list[RecordedEvent]]:
+        """The latest snapshot at or below ``to_version`` and the events after it (one
+        round trip where the backend allows)."""
+        return await self.recorder.read_with_snapshot(stream, to_version)
+
     async def load_snapshot(self, stream: str, max_version: int | None = None) -> Snapshot | None:
         return await self.recorder.load_snapshot(stream, max_version)

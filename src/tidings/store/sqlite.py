@@ -509,6 +509,36 @@ class SqliteRecorder(Recorder):
 
         return await self._run(self._reader, work)
 
+    async def read_with_snapshot(
+        self, stream: str, to_version: int | None = None
+    ) -> tuple[Snapshot | None, list[RecordedEvent]]:
+        """Snapshot and the events after it, in one trip to the reader thread."""
+        validate_stream(stream)
+        top = _MAX_INT if to_version is None else to_version
+
+        def work() -> tuple[Snapshot | None, list[RecordedEvent]]:
+            con = self._rcon
+            assert con is not None
+            with _translate_errors():
+                stream_id = self._stream_id(con, stream)
+                row = con.execute(_LOAD_SNAPSHOT, (stream, top)).fetchone()
+                start = 0 if row is None else row[1] + 1
+                rows = (
+                    []
+                    if stream_id is None
+                    else con.execute(_READ_FWD, (stream_id, start, top, -1)).fetchall()
+                )
+            snapshot = (
+                None
+                if row is None
+                else Snapshot(
+                    stream=row[0], version=row[1], type=row[2], data=row[3], recorded_at=row[4]
+                )
+            )
+            return snapshot, [_to_event(r, stream) for r in rows]
+
+        return await self._run(self._reader, work)
+
 
 def path_of(url: str) -> str:
     """``sqlite:///./x.db`` → ``./x.db``; ``sqlite:////abs/x.db`` → ``/abs/x.db``."""
