@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tidings import Event
 from tidings.errors import BrokerUnavailable, MessageTooLarge, TransportClosed, UnsupportedURL
 from tidings.message import Message
 from tidings.transports import Delivery, Subscription, open_transport
@@ -452,3 +453,51 @@ async def test_sqlite_delete_group_drops_its_backlog_and_stops_fan_out(tmp_path)
         assert [m.id for m in await t.browse("topic", "kept")] == ["1", "2"]
     finally:
         await t.close()
+
+
+async def test_sqlite_corrupt_row_is_dead_lettered_as_poison_and_the_rest_flows(
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    import asyncio
+    import sqlite3
+
+    from tidings import App, Retry
+
+    url = f"sqlite:///{tmp_path}/corrupt.db"
+    app = App(url)
+    handled: list[int] = []
+
+    @app.subscribe("notes", group="g", retry=Retry(max_attempts=2, backoff=0.01))
+    async def handle(event: Note) -> None:
+        handled.append(event.n)
+
+    await app.transport.start()
+    await app.transport.ensure_group("notes", "g")
+    await app.publish_many("notes", [Note(n=i) for i in range(3)])
+    con = sqlite3.connect(tmp_path / "corrupt.db")
+    with con:
+        con.execute(
+            "UPDATE broker_messages SET data = ?"
+            " WHERE seq = (SELECT min(seq) FROM broker_messages)",
+            (b"\xc1 this is not msgpack",),
+        )
+    con.close()
+    try:
+        await app.start()
+        letters = []
+        for _ in range(500):
+            letters = await app.dead_letters.list()
+            if letters and len(handled) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert sorted(handled) == [1, 2]
+        (letter,) = letters
+        assert letter.reason == "poison" and letter.id.startswith("sqlite-row-")
+        assert letter.message.body == b"\xc1 this is not msgpack"
+    finally:
+        await app.stop()
+
+
+class Note(Event):
+    __type__ = "sqlitetest.Note"
+    n: int

@@ -93,6 +93,7 @@ class App:
         self._known_handled: set[str] = set()
         self._type_info: dict[type[Any], tuple[str, str | None]] = {}
         self._started = False
+        self._connected = False
         self._stopping: asyncio.Event | None = None
 
     def rebind(self, url: str, **transport_options: Any) -> None:
@@ -100,7 +101,7 @@ class App:
 
         Registered subscriptions move with it. Raises ``ConfigurationError`` once started.
         """
-        if self._started:
+        if self._started or self._connected:
             raise ConfigurationError(f"cannot rebind a started App (running on {self.url})")
         self.transport = open_transport(url, **(transport_options or self._transport_options))
         self.url = url
@@ -430,8 +431,10 @@ class App:
     # ---------------------------------------------------------------- lifecycle
 
     async def _ensure_started(self) -> None:
-        if not self._started:
-            await self.start()
+        """Publishing connects the broker on first use; it does not start subscribers."""
+        if not self._connected:
+            await self.transport.start()
+            self._connected = True
 
     async def _start_consumer(self, reg: _Registration) -> None:
         if reg.started:
@@ -446,15 +449,16 @@ class App:
         if self._started:
             return
         await self.transport.start()
+        self._connected = True
         self._started = True
         for reg in self._registrations:
             await self._start_consumer(reg)
 
     async def stop(self) -> None:
         """Graceful shutdown: stop fetching, drain in-flight handlers, close the broker."""
-        if not self._started:
+        if not (self._started or self._connected):
             return
-        self._started = False
+        self._started = self._connected = False
         await asyncio.gather(
             *(r.consumer.stop(self.grace) for r in self._registrations if r.started)
         )

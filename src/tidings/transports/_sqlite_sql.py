@@ -39,6 +39,7 @@ __all__ = [
     "connect",
     "create_schema",
     "decode_message",
+    "decode_row",
     "do_ack",
     "do_drop_group",
     "do_gc",
@@ -59,6 +60,22 @@ __all__ = [
 
 encode_message = msgspec.msgpack.Encoder().encode
 decode_message = msgspec.msgpack.Decoder(Message).decode
+
+
+def decode_row(topic: str, seq: int, data: bytes) -> Message:
+    """The stored message; a row that no longer decodes (damaged on disk, written by hand)
+    becomes a message without CloudEvents headers, id ``sqlite-row-<seq>``, which the app
+    dead-letters as poison, instead of failing every fetch that leases it."""
+    try:
+        return decode_message(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
+        return Message(
+            id=f"sqlite-row-{seq}",
+            topic=topic,
+            body=data if isinstance(data, bytes) else str(data).encode(),
+            headers={"tidings-corrupt": f"stored row {seq} does not decode: {exc}"},
+        )
+
 
 # (topic, key, ready_at, data): ready_at = max(deliver_at, publish time).
 MessageRow = tuple[str, str | None, float, bytes]
@@ -324,7 +341,7 @@ def do_purge(conn: sqlite3.Connection, topic: str, name: str, ids: Sequence[str]
     seqs = [
         seq
         for seq, data in conn.execute(_PENDING, (group_id,))
-        if decode_message(data).id in wanted
+        if decode_row(topic, seq, data).id in wanted
     ]
     conn.execute(_PURGE_IDS, (group_id, int_list(seqs)))
     return len(seqs)
@@ -384,12 +401,13 @@ def read_groups(conn: sqlite3.Connection, topic: str) -> list[str]:
     return [name for (name,) in conn.execute(sql, (topic,))]
 
 
-def read_pending(conn: sqlite3.Connection, topic: str, name: str, limit: int) -> list[bytes]:
+def read_pending(
+    conn: sqlite3.Connection, topic: str, name: str, limit: int
+) -> list[tuple[int, bytes]]:
     found = conn.execute(_GROUP_ID, (topic, name)).fetchone()
     if found is None:
         return []
-    rows = conn.execute(_PENDING + " LIMIT ?", (found[0], limit))
-    return [data for _, data in rows]
+    return list(conn.execute(_PENDING + " LIMIT ?", (found[0], limit)))
 
 
 _TOPIC_COUNTS = "SELECT topic, count(*) FROM broker_messages GROUP BY topic"

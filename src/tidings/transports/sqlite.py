@@ -133,7 +133,7 @@ class _SqliteDelivery(Delivery):
         self._lease = lease
         self._seq = seq
         self.attempt = attempt
-        self.message = sql.decode_message(data)
+        self.message = sql.decode_row(sub.topic, seq, data)
         self._done = False
 
     def _begin_ack(self) -> asyncio.Future[None] | None:
@@ -406,7 +406,7 @@ class SqliteTransport(Transport):
         if self._writer is None or self._closing or not rows:
             return  # the leases expire on their own
         group_id, _, _, _, lease = args
-        topics = (sql.decode_message(rows[0][2]).topic,)  # wake the fetches of that topic
+        topics = (sql.decode_row("", rows[0][0], rows[0][2]).topic,)  # wake that topic's fetches
         seqs = [seq for seq, _, _ in rows]
         self._writer.submit(Op("unlease", (group_id, lease, seqs), None, topics))
 
@@ -470,7 +470,7 @@ class SqliteTransport(Transport):
 
     async def browse(self, topic: str, group: str, limit: int = 100) -> list[Message]:
         rows = await self._read(sql.read_pending, topic, group, limit)
-        return [sql.decode_message(data) for data in rows]
+        return [sql.decode_row(topic, seq, data) for seq, data in rows]
 
     async def purge(self, topic: str, group: str, ids: Sequence[str] | None = None) -> int:
         if ids is not None and not ids:
