@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from tidings.app.consumer import Consumer
-from tidings.app.context import Context
 from tidings.app.deadletters import DLQ_GROUP, DeadLetters, dlq_topic
 from tidings.app.dispatch import Dispatcher
 from tidings.app.handler import Handler, HandlerFunc, make_decoder
@@ -387,11 +386,11 @@ class App:
 
             if takes_ctx:
 
-                async def call(payload: Any, ctx: Context) -> None:
+                async def call(payload: Any, ctx: Any) -> None:
                     await func(payload, ctx)
             else:
 
-                async def call(payload: Any, ctx: Context) -> None:
+                async def call(payload: Any, ctx: Any) -> None:
                     await func(payload)
 
             chain: Handler = call
@@ -406,6 +405,7 @@ class App:
                 decoder=decoder,
                 retry=retry or Retry(),
                 timeout=timeout,
+                needs_context=takes_ctx or bool(self.middleware or extra),
             )
             consumer = Consumer(
                 dispatcher,

@@ -80,8 +80,10 @@ class Dispatcher:
         decoder: Decoder,
         retry: Retry,
         timeout: float | None,
+        needs_context: bool = True,
     ) -> None:
         self.app = app
+        self.needs_context = needs_context
         self.topic = topic
         self.group = group
         self.handler = handler
@@ -112,7 +114,11 @@ class Dispatcher:
             payload = self.decoder(message, type_name)
         except MessageError as exc:
             return await self._dead_letter(delivery, "poison", exc, traceback.format_exc())
-        ctx = Context(self.app, message, self.topic, self.group, delivery.attempt)
+        ctx = (
+            Context(self.app, message, self.topic, self.group, delivery.attempt)
+            if self.needs_context
+            else None
+        )
         watchdog = self.watchdog
         if watchdog is not None:
             watchdog.arm(task)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import types
 import typing
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+import msgspec
 
 from tidings.errors import ConfigurationError, SchemaValidationError
 from tidings.message import (
@@ -77,13 +80,27 @@ def make_decoder(func: HandlerFunc, registry: TypeRegistry) -> tuple[Decoder, bo
     for cls in accepted:
         registry.name_of(cls)
 
+    # Per type name, the class's own JSON decoder (msgspec fast path) once it has been seen.
+    fast: dict[str, Callable[[bytes], Any]] = {}
+
     def decode(msg: Message, type_name: str) -> Any:
+        decode_body = fast.get(type_name)
+        if decode_body is not None:
+            try:
+                return decode_body(msg.body)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                pass  # let decode_payload say precisely what is wrong
         cls = registry.resolve(type_name)
         if cls not in accepted:
             names = ", ".join(registry.name_of(c) for c in accepted)
             raise SchemaValidationError(
                 f"message type {type_name!r} is not one this handler accepts ({names})"
             )
-        return decode_payload(msg.body, cls)
+        payload = decode_payload(msg.body, cls)
+        if (isinstance(cls, type) and issubclass(cls, msgspec.Struct)) or dataclasses.is_dataclass(
+            cls
+        ):
+            fast[type_name] = msgspec.json.Decoder(cls).decode
+        return payload
 
     return decode, takes_ctx

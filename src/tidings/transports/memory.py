@@ -201,6 +201,21 @@ class _MemorySubscription(Subscription):
         self._closed = True
         self._group.wakeup.set()
 
+    async def settle(
+        self, acks: Sequence[Delivery], nacks: Sequence[tuple[Delivery, float]] = ()
+    ) -> None:
+        group = self._group
+        now = time.time()
+        for d in acks:
+            assert isinstance(d, _MemoryDelivery)
+            entry = group.inflight.pop(d._token, None)
+            if entry is not None:
+                entry.token = 0
+                if group.ordered:
+                    group.release_key(entry, now)
+        for d, delay in nacks:
+            await d.nack(delay)
+
 
 class MemoryTransport(Transport):
     """RAM-only broker living in this process."""
