@@ -8,10 +8,21 @@ import sys
 import tidings
 
 
-def test_exports_all_names_exist_and_are_sorted() -> None:
+def test_exports_all_names_exist_once() -> None:
     missing = [name for name in tidings.__all__ if not hasattr(tidings, name)]
     assert missing == []
-    assert list(tidings.__all__) == sorted(tidings.__all__)
+    assert len(set(tidings.__all__)) == len(tidings.__all__)
+
+
+def test_exports_every_public_class_and_function_is_listed() -> None:
+    public = {
+        name
+        for name, value in vars(tidings).items()
+        if not name.startswith("_")
+        and (isinstance(value, type) or callable(value))
+        and getattr(value, "__module__", "").startswith("tidings")
+    }
+    assert public - set(tidings.__all__) == set()
 
 
 def test_exports_public_names_have_docstrings() -> None:

@@ -44,6 +44,9 @@ log = logging.getLogger("tidings.app")
 Middleware = Callable[[Handler], Handler]
 """Wraps the handler call: ``def mw(next: Handler) -> Handler``."""
 
+_CE_CORRELATION = CE_PREFIX + "correlationid"
+_CE_KEY = CE_PREFIX + "partitionkey"
+
 COMMAND_GROUP = "handler"
 """The single group that consumes a command topic (competing consumers share it)."""
 
@@ -228,25 +231,50 @@ class App:
         await self._ensure_started()
         now = time.time()
         stamp = format_time(now)
-        ids = uuid7_many(len(events))
-        messages = [
-            self._message(
-                topic,
-                e,
-                key=key(e) if callable(key) else key,
-                headers=headers,
-                delay=delay,
-                ttl=ttl,
-                subject=None,
-                type=None,
-                correlation_id=None,
-                causation_id=None,
-                now=now,
-                stamp=stamp,
-                mid=mid,
+        deliver_at = now + delay if delay else None
+        expires_at = now + ttl if ttl else None
+        limit = self.max_message_size
+        # One header template per event class: only the id, correlation id and key differ
+        # between the messages of a batch.
+        templates: dict[type[Any], dict[str, str]] = {}
+        messages: list[Message] = []
+        for event, mid in zip(events, uuid7_many(len(events)), strict=True):
+            template = templates.get(event.__class__)
+            if template is None:
+                template = templates[event.__class__] = self._message(
+                    topic,
+                    event,
+                    key=None,
+                    headers=headers,
+                    delay=None,
+                    ttl=None,
+                    subject=None,
+                    type=None,
+                    correlation_id=None,
+                    causation_id=None,
+                    now=now,
+                    stamp=stamp,
+                    mid=mid,
+                ).headers
+            body = encode_json(event)
+            if len(body) > limit:
+                raise MessageTooLarge(len(body), limit)
+            h = template.copy()
+            h[_CE_CORRELATION] = mid
+            k = key(event) if callable(key) else key
+            if k is not None:
+                h[_CE_KEY] = k
+            messages.append(
+                Message(
+                    id=mid,
+                    topic=topic,
+                    body=body,
+                    headers=h,
+                    key=k,
+                    deliver_at=deliver_at,
+                    expires_at=expires_at,
+                )
             )
-            for e, mid in zip(events, ids, strict=True)
-        ]
         if messages:
             await self.transport.publish(messages)
         return [m.id for m in messages]
