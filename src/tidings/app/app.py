@@ -149,10 +149,9 @@ class App:
         if len(body) > self.max_message_size:
             raise MessageTooLarge(len(body), self.max_message_size)
         h: dict[str, str] = dict(headers) if headers else {}
-        h["content-type"] = "application/json"
         h[CE_PREFIX + "type"] = type
-        h[CE_PREFIX + "source"] = self.source
-        h[CE_PREFIX + "specversion"] = "1.0"
+        if self.source != "tidings":
+            h[CE_PREFIX + "source"] = self.source
         h[CE_PREFIX + "time"] = stamp
         h[CE_PREFIX + "correlationid"] = correlation_id or mid
         if causation_id:

@@ -32,9 +32,12 @@ class Message(msgspec.Struct, kw_only=True):
     """What a transport moves: one CloudEvent in binary mode.
 
     ``headers`` hold the CloudEvents attributes as ``ce-<name>`` (HTTP/NATS binding names),
-    ``content-type``, and the user's own headers; ``body`` is the encoded data. A transport
-    whose wire protocol uses another header prefix (Kafka ``ce_``, AMQP ``cloudEvents:``)
-    translates in its own module. ``deliver_at`` and ``expires_at`` are Unix times (seconds).
+    ``content-type``, and the user's own headers; ``body`` is the encoded data. Three
+    attributes are implied when absent, to keep every stored and moved message small:
+    ``ce-specversion`` (``1.0``), ``ce-source`` (``tidings``) and ``content-type``
+    (``application/json``); :meth:`Envelope.from_message` fills them in, and a transport
+    binding to a wire protocol (Kafka ``ce_``, AMQP ``cloudEvents:``) writes them out with
+    its own prefix. ``deliver_at`` and ``expires_at`` are Unix times (seconds).
     """
 
     id: str
