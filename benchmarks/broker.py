@@ -91,7 +91,7 @@ async def run_case(
     latencies: list[float] = []
     done = asyncio.Event()
 
-    @app.subscribe("bench", group="bench", concurrency=8, prefetch=512)
+    @app.subscribe("bench", group="bench", concurrency=16, prefetch=512)
     async def handle(event: Tick) -> None:
         latencies.append(time.time() - event.sent)
         if len(latencies) == n:

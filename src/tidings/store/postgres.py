@@ -579,11 +579,31 @@ class PostgresRecorder(Recorder):
                 snapshot.recorded_at or time.time(),
             )
 
+    async def read_with_snapshot(
+        self, stream: str, to_version: int | None = None
+    ) -> tuple[Snapshot | None, list[RecordedEvent]]:
+        """Snapshot and the events after it over one pooled connection."""
+        validate_stream(stream)
+        top = _MAX_BIGINT if to_version is None else to_version
+        with _translate_errors():
+            async with self._pool().acquire() as con:
+                row = await con.fetchrow(self.sql.load_snapshot, stream, top)
+                snapshot = self._snapshot(stream, row)
+                start = 0 if snapshot is None else snapshot.version + 1
+                rows = await con.fetch(self.sql.read_fwd, stream, start, top, None)
+        if rows and rows[0]["deleted"]:
+            raise StreamDeleted(f"stream {stream!r} was deleted")
+        return snapshot, [_to_event(r, stream) for r in rows if r["event_id"] is not None]
+
     async def load_snapshot(self, stream: str, max_version: int | None = None) -> Snapshot | None:
         validate_stream(stream)
         top = _MAX_BIGINT if max_version is None else max_version
         with _translate_errors():
             row = await self._pool().fetchrow(self.sql.load_snapshot, stream, top)
+        return self._snapshot(stream, row)
+
+    @staticmethod
+    def _snapshot(stream: str, row: Any) -> Snapshot | None:
         if row[0]:
             raise StreamDeleted(f"stream {stream!r} was deleted")
         if row["stream"] is None:
