@@ -94,6 +94,7 @@ class App:
         self._commands: dict[str, str] = {}
         self._known_handled: set[str] = set()
         self._type_info: dict[type[Any], tuple[str, str | None]] = {}
+        self._pending_starts: set[asyncio.Task[None]] = set()
         self._started = False
         self._connected = False
         self._stopping: asyncio.Event | None = None
@@ -331,9 +332,13 @@ class App:
         """Register ``async def handler(event[, ctx])`` for ``topic`` in ``group``.
 
         ``group`` defaults to the handler's qualified name, so the same code in several
-        processes forms one group of competing consumers. ``concurrency`` bounds both the
-        parallel handlers and the prefetch. ``timeout`` cancels a handler that runs longer
-        (it counts as a failed attempt); the broker lease is ``lease`` or ``timeout + 10``.
+        processes forms one group of competing consumers. ``concurrency`` bounds the handlers
+        running at once; ``prefetch`` (default ``concurrency``) bounds the messages leased at
+        once. ``timeout`` cancels a handler that runs longer (it counts as a failed attempt).
+        ``start="earliest"`` makes a new group replay what the backend retains. The broker
+        lease is ``lease`` or by default ``timeout + 10`` s, and with a prefetch beyond
+        ``concurrency`` ``timeout × (⌈prefetch / concurrency⌉ + 1) + 10`` s: long enough for
+        a prefetched message to wait for a worker and run.
         """
         if topic.startswith("commands."):
             raise ConfigurationError(
@@ -438,14 +443,18 @@ class App:
                 dispatcher,
                 ordered=ordered,
                 start=start,
-                lease=lease if lease is not None else (timeout or 50.0) * rounds + 10.0,
+                lease=lease
+                if lease is not None
+                else (timeout or 50.0) * (rounds + 1 if rounds > 1 else 1) + 10.0,
                 concurrency=concurrency,
                 prefetch=prefetch,
             )
             reg = _Registration(consumer)
             self._registrations.append(reg)
             if self._started:
-                asyncio.get_running_loop().create_task(self._start_consumer(reg))
+                task = asyncio.get_running_loop().create_task(self._start_consumer(reg))
+                self._pending_starts.add(task)
+                task.add_done_callback(self._pending_starts.discard)
             return func
 
         return decorator
@@ -486,6 +495,8 @@ class App:
         if not (self._started or self._connected):
             return
         self._started = self._connected = False
+        if self._pending_starts:
+            await asyncio.gather(*self._pending_starts, return_exceptions=True)
         await asyncio.gather(
             *(r.consumer.stop(self.grace) for r in self._registrations if r.started)
         )

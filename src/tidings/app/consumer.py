@@ -41,6 +41,7 @@ class Consumer:
         self.lease = lease
         self.concurrency = concurrency
         self.prefetch = max(prefetch or concurrency, concurrency)
+        self._rounds = -(-self.prefetch // concurrency)
         self._free = self.prefetch
         self._freed = asyncio.Event()
         self._idle_workers = concurrency
@@ -96,8 +97,11 @@ class Consumer:
                 return
             self._free -= len(batch)
             self._idle.clear()
-            parts = max(1, min(self._idle_workers, len(batch)))
-            size = -(-len(batch) // parts)
+            # Idle workers share the batch in chunks of at most ⌈prefetch / concurrency⌉;
+            # with every worker busy, messages queue one by one for the first worker free.
+            # Either way no message waits longer than the default lease allows for.
+            idle = self._idle_workers
+            size = min(-(-len(batch) // idle), self._rounds) if idle > 0 else 1
             for i in range(0, len(batch), size):
                 self._queue.put_nowait(batch[i : i + size])
 

@@ -119,30 +119,61 @@ class Dispatcher:
             if self.needs_context
             else None
         )
-        watchdog = self.watchdog
-        if watchdog is not None:
-            watchdog.arm(task)
-        try:
-            await self.handler(payload, ctx)
-        except asyncio.CancelledError:
-            if watchdog is None or not watchdog.fired(task):
-                raise
-            task.uncancel()
-            error = HandlerTimeout(
-                f"handler for {self.topic!r} group {self.group!r} ran past its "
-                f"{self.timeout}s timeout and was cancelled"
-            )
-            return await self._failed(delivery, error, traceback.format_exc())
-        except Exception as exc:
-            return await self._failed(delivery, exc, traceback.format_exc())
-        else:
+        error = await self._run_handler(payload, ctx, task)
+        if error is None:
             if self._first_failure:
                 self._first_failure.pop(message.id, None)
             self.handled += 1
             return ACK
+        return await self._failed(delivery, *error)
+
+    async def _run_handler(
+        self, payload: Any, ctx: Context | None, task: asyncio.Task[Any]
+    ) -> tuple[BaseException, str] | None:
+        """Run the handler chain under the watchdog: None on success, else (error, traceback).
+
+        Three kinds of ``CancelledError`` are told apart: the watchdog's (a timeout: a failed
+        attempt), one the handler raised itself without the task being cancelled (a failed
+        attempt), and a real cancellation of the worker (``stop()``), which propagates.
+        The watchdog is disarmed before the failure path runs, so a slow dead-letter publish
+        is never mistaken for a slow handler.
+        """
+        watchdog = self.watchdog
+        if watchdog is None:
+            try:
+                await self.handler(payload, ctx)
+            except asyncio.CancelledError as exc:
+                if task.cancelling():
+                    raise
+                return exc, traceback.format_exc()
+            except Exception as exc:
+                return exc, traceback.format_exc()
+            return None
+        watchdog.arm(task)
+        try:
+            await self.handler(payload, ctx)
+        except asyncio.CancelledError as exc:
+            if watchdog.fired(task):
+                if task.uncancel() > 0:
+                    raise  # stop() cancelled the worker too
+                timeout = HandlerTimeout(
+                    f"handler for {self.topic!r} group {self.group!r} ran past its "
+                    f"{self.timeout}s timeout and was cancelled"
+                )
+                return timeout, traceback.format_exc()
+            if task.cancelling():
+                raise
+            return exc, traceback.format_exc()
+        except Exception as exc:
+            if watchdog.fired(task):
+                task.uncancel()  # the handler turned our cancellation into another error
+            return exc, traceback.format_exc()
+        else:
+            if watchdog.fired(task):
+                task.uncancel()  # the handler swallowed our cancellation
+            return None
         finally:
-            if watchdog is not None:
-                watchdog.disarm(task)
+            watchdog.disarm(task)
 
     async def _failed(self, delivery: Delivery, error: BaseException, tb: str) -> float | None:
         self.failed += 1

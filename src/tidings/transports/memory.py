@@ -72,7 +72,21 @@ class _Group:
             heapq.heappush(self.delayed, (at, entry.seq, entry))
         else:
             self.ready.append(entry)
-            self.wakeup.set()
+        self.wakeup.set()  # an idle fetch recomputes its deadline for a delayed entry too
+
+    def make_ordered(self, now: float) -> None:
+        """Turn an unordered group ordered: rebuild the per-key queues from what waits."""
+        if self.ordered:
+            return
+        self.ordered = True
+        waiting = sorted([*self.ready, *(d[2] for d in self.delayed)], key=lambda e: e.seq)
+        self.ready.clear()
+        self.delayed.clear()
+        for e in self.inflight.values():
+            if e.message.key is not None:
+                self.busy_keys.setdefault(e.message.key, deque())
+        for e in waiting:
+            self.enqueue(e, now)
 
     def release_key(self, entry: _Entry, now: float) -> None:
         key = entry.message.key
@@ -254,11 +268,14 @@ class MemoryTransport(Transport):
             for group in topic.groups.values():
                 group.enqueue(_Entry(m, seq), now)
 
-    def _group(self, topic: str, group: str, start: StartFrom) -> _Group:
+    def _group(self, topic: str, group: str, start: StartFrom, ordered: bool = False) -> _Group:
         t = self._broker.topic(topic)
         g = t.groups.get(group)
+        if g is not None and ordered:
+            g.make_ordered(time.time())
         if g is None:
             g = t.groups[group] = _Group(group)
+            g.ordered = ordered
             if start == "earliest":
                 now = time.time()
                 for seq, m in t.log:
@@ -275,8 +292,7 @@ class MemoryTransport(Transport):
         lease: float = 30.0,
     ) -> Subscription:
         self._check()
-        g = self._group(topic, group, start)
-        g.ordered = g.ordered or ordered
+        g = self._group(topic, group, start, ordered)
         sub = _MemorySubscription(self, g, lease)
         self._subs.append(sub)
         return sub

@@ -46,13 +46,14 @@ class Deduplicate:
 
     def __init__(self, store: DedupeStore | None = None) -> None:
         self.store: DedupeStore = store or MemoryDedupeStore()
-        self._running: dict[tuple[str, str], asyncio.Lock] = {}
+        self._running: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
         self.skipped = 0
 
     def __call__(self, handler: Handler) -> Handler:
         async def deduplicated(payload: Any, ctx: Context) -> None:
             key = (ctx.group, ctx.id)
-            lock = self._running.setdefault(key, asyncio.Lock())
+            lock, users = self._running.setdefault(key, (asyncio.Lock(), [0]))
+            users[0] += 1
             try:
                 async with lock:
                     if await self.store.seen(ctx.group, ctx.id):
@@ -61,7 +62,8 @@ class Deduplicate:
                     await handler(payload, ctx)
                     await self.store.mark(ctx.group, ctx.id)
             finally:
-                if not lock.locked() and self._running.get(key) is lock:
+                users[0] -= 1
+                if users[0] == 0:
                     del self._running[key]
 
         return deduplicated
