@@ -11,7 +11,9 @@ from tests.conformance.events import Ping
 from tests.conftest import wait_until
 from tidings import (
     App,
+    ConfigurationError,
     Context,
+    EncodeError,
     HandlerTimeout,
     Message,
     MessageTooLarge,
@@ -240,3 +242,27 @@ async def test_dead_letter_publish_failure_loses_nothing(app: App) -> None:
         letters = await app.dead_letters.list()
         await asyncio.sleep(0.01)
     assert letters[0].reason == "failed"
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["quo'te\"s; DROP TABLE x", "ünïcødé-话题-🙂", "t" * 1000, "a.b.c-d_e/f"],
+    ids=["quotes", "unicode", "long", "punctuation"],
+)
+async def test_hostile_topic_names_round_trip(app: App, topic: str) -> None:
+    got: list[int] = []
+
+    @app.subscribe(topic, group="g'\"🙂")
+    async def handle(event: Ping) -> None:
+        got.append(event.n)
+
+    await app.start()
+    await app.publish(topic, Ping(n=1))
+    await wait_until(lambda: got == [1], what="message on a hostile topic")
+
+
+async def test_topic_name_that_is_not_text_is_refused(app: App) -> None:
+    with pytest.raises(EncodeError, match="lone surrogate"):
+        await app.publish("bad\ud800topic", Ping(n=1))
+    with pytest.raises(ConfigurationError, match="non-empty"):
+        await app.publish("", Ping(n=1))

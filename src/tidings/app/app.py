@@ -20,6 +20,7 @@ from tidings.errors import (
     CapabilityNotSupported,
     ConfigurationError,
     DuplicateHandler,
+    EncodeError,
     MessageTooLarge,
     NoHandler,
 )
@@ -49,6 +50,18 @@ _CE_KEY = CE_PREFIX + "partitionkey"
 
 COMMAND_GROUP = "handler"
 """The single group that consumes a command topic (competing consumers share it)."""
+
+
+def check_name(kind: str, name: str) -> None:
+    """Topic and group names: non-empty text that every backend can store."""
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"a {kind} name must be a non-empty string, got {name!r}")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise EncodeError(
+            f"{kind} name {name!r} is not valid Unicode text (lone surrogate): {exc}"
+        ) from exc
 
 
 def command_topic(type_name: str) -> str:
@@ -194,6 +207,7 @@ class App:
         it in time. ``event`` is a Struct, dataclass, pydantic model, or a dict/list
         (type ``json`` unless ``type`` is given).
         """
+        check_name("topic", topic)
         await self._ensure_started()
         now = time.time()
         message = self._message(
@@ -228,6 +242,7 @@ class App:
 
         ``key`` may be a function of the event.
         """
+        check_name("topic", topic)
         await self._ensure_started()
         now = time.time()
         stamp = format_time(now)
@@ -400,6 +415,9 @@ class App:
         start: StartFrom,
         middleware: Iterable[Middleware],
     ) -> Callable[[HandlerFunc], HandlerFunc]:
+        check_name("topic", topic)
+        if group is not None:
+            check_name("group", group)
         if concurrency < 1 or (prefetch is not None and prefetch < 1):
             raise ConfigurationError("concurrency and prefetch must be at least 1")
         rounds = -(-max(prefetch or concurrency, concurrency) // concurrency)

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 
 import msgspec
 
-from tidings.errors import BrokerUnavailable, TransportClosed
+from tidings.errors import BrokerUnavailable, EncodeError, TransportClosed
 from tidings.message import Message
 
 __all__ = [
@@ -196,6 +196,11 @@ def _translate_errors(path: str) -> Iterator[None]:
     """Map sqlite3 errors onto tidings errors: the one boundary where they can occur."""
     try:
         yield
+    except UnicodeEncodeError as exc:
+        raise EncodeError(
+            f"a topic, group, key or header is not encodable text ({exc}); "
+            "names and headers must be valid Unicode without lone surrogates"
+        ) from exc
     except sqlite3.ProgrammingError as exc:
         if "closed" in str(exc):
             raise TransportClosed(f"sqlite broker {path!r} is closed") from exc

@@ -50,7 +50,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from tidings.errors import MessageTooLarge, TransportClosed, UnsupportedURL
+from tidings.errors import EncodeError, MessageTooLarge, TransportClosed, UnsupportedURL
 from tidings.message import Message
 from tidings.transports import _sqlite_sql as sql
 from tidings.transports._sqlite_threads import Op, Reader, Result, Writer
@@ -432,7 +432,13 @@ class SqliteTransport(Transport):
             if limit is not None and len(m.body) > limit:
                 raise MessageTooLarge(len(m.body), limit)
             ready_at = now if m.deliver_at is None or m.deliver_at < now else m.deliver_at
-            rows.append((m.topic, m.key, ready_at, sql.encode_message(m)))
+            try:
+                rows.append((m.topic, m.key, ready_at, sql.encode_message(m)))
+            except UnicodeEncodeError as exc:
+                raise EncodeError(
+                    f"message {m.id}: its topic, key or a header is not encodable text ({exc});"
+                    " use valid Unicode without lone surrogates"
+                ) from exc
         await self._submit("publish", rows, {m.topic for m in messages})
 
     async def _group_id(self, topic: str, group: str, start: StartFrom) -> int:
