@@ -32,6 +32,7 @@ import asyncio
 import os
 import platform
 import shutil
+import sqlite3
 import sys
 import tempfile
 import time
@@ -40,6 +41,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -51,7 +53,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tidings.eventsourcing import Aggregate, Repository, applies
-from tidings.message import Event
+from tidings.message import Event, uuid7_many
 from tidings.store import EventStore
 
 # -- the same aggregate in both libraries --------------------------------------------------
@@ -352,6 +354,37 @@ def run_backend(
     return [Result(name, w, units.get(w, "events/s"), ours[w], theirs.get(w, 0.0)) for w in ours]
 
 
+def raw_sqlite_batches(events: int, batch: int) -> float:
+    """The physical limit: plain sqlite3, the same table shape, ``batch`` rows per
+    ``synchronous=FULL`` commit, one caller, no encoding: rows/s."""
+    with tempfile.TemporaryDirectory(prefix="tidings-raw-") as tmp:
+        con = sqlite3.connect(Path(tmp) / "raw.db", isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=FULL")
+        con.execute(
+            "CREATE TABLE events (position INTEGER PRIMARY KEY, stream_id INTEGER NOT NULL,"
+            " version INTEGER NOT NULL, event_id TEXT NOT NULL UNIQUE, type TEXT NOT NULL,"
+            " data BLOB NOT NULL, metadata TEXT NOT NULL, dataversion INTEGER NOT NULL,"
+            " recorded_at REAL NOT NULL, UNIQUE (stream_id, version))"
+        )
+        ids = uuid7_many(events)
+        rows = [
+            (p + 1, p // batch, p % batch, ids[p], "bench.Tick", b'{"n":1}', "{}", 1, 0.0)
+            for p in range(events)
+        ]
+        started = time.perf_counter()
+        for start in range(0, events, batch):
+            con.execute("BEGIN")
+            con.executemany(
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows[start : start + batch],
+            )
+            con.execute("COMMIT")
+        elapsed = time.perf_counter() - started
+        con.close()
+    return rate(events, elapsed)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", default="sqlite,postgresql")
@@ -403,6 +436,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.ratio:.2f}x" if r.eventsourcing else "-",
         )
     console.print(table)
+    if "sqlite" in args.backends:
+        raw = raw_sqlite_batches(scale.batch_events, scale.batch_size)
+        console.print(
+            f"raw sqlite3, same table, {scale.batch_size} rows per synchronous=FULL commit, "
+            f"one caller, no encoding: {raw:,.0f} rows/s (the physical limit of append "
+            f"{scale.batch_size}/tx on this disk)"
+        )
     console.print(
         f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; "
         f"command: {' '.join(['python', *sys.argv])}"
