@@ -15,7 +15,7 @@ from tidings.app.deadletters import DLQ_GROUP, DeadLetters, dlq_topic
 from tidings.app.dispatch import Dispatcher
 from tidings.app.handler import Handler, HandlerFunc, make_decoder
 from tidings.app.retry import Retry
-from tidings.config import resolve_url
+from tidings.config import resolve_url, scheme_of
 from tidings.errors import (
     CapabilityNotSupported,
     ConfigurationError,
@@ -28,6 +28,7 @@ from tidings.message import (
     CE_PREFIX,
     Message,
     TypeRegistry,
+    ce_headers,
     default_registry,
     encode_json,
     format_time,
@@ -69,12 +70,6 @@ def command_topic(type_name: str) -> str:
     return f"commands.{type_name}"
 
 
-class _Registration:
-    def __init__(self, consumer: Consumer) -> None:
-        self.consumer = consumer
-        self.started = False
-
-
 class App:
     """An event-driven application bound to one broker URL.
 
@@ -103,10 +98,10 @@ class App:
         self.grace = grace
         self.transport: Transport = open_transport(self.url, **transport_options)
         self.dead_letters = DeadLetters(self.transport)
-        self._registrations: list[_Registration] = []
+        self._consumers: list[Consumer] = []
         self._commands: dict[str, str] = {}
         self._known_handled: set[str] = set()
-        self._type_info: dict[type[Any], tuple[str, str | None]] = {}
+        self._type_info: dict[type[Any], tuple[str, int]] = {}
         self._pending_starts: set[asyncio.Task[None]] = set()
         self._started = False
         self._connected = False
@@ -131,60 +126,79 @@ class App:
 
     # ---------------------------------------------------------------- publishing
 
-    def _message(
-        self,
-        topic: str,
-        event: object,
-        *,
-        key: str | None,
-        headers: Mapping[str, str] | None,
-        delay: float | None,
-        ttl: float | None,
-        subject: str | None,
-        type: str | None,
-        correlation_id: str | None,
-        causation_id: str | None,
-        now: float,
-        stamp: str,
-        mid: str,
-    ) -> Message:
-        cls = event.__class__
+    def _type_of(self, cls: type[Any]) -> tuple[str, int]:
+        """The type name and schema version published for payloads of ``cls``."""
         info = self._type_info.get(cls)
         if info is None:
-            if not is_payload_class(cls):
-                info = ("json", None)
-            else:
+            if is_payload_class(cls):
                 version = getattr(cls, "__version__", 1)
-                info = (self.registry.name_of(cls), str(version) if version != 1 else None)
+                info = (self.registry.name_of(cls), version if isinstance(version, int) else 1)
+            else:
+                info = ("json", 1)
             self._type_info[cls] = info
-        if type is None:
-            type = info[0]
-        body = encode_json(event)
-        if len(body) > self.max_message_size:
-            raise MessageTooLarge(len(body), self.max_message_size)
-        h: dict[str, str] = dict(headers) if headers else {}
-        h[CE_PREFIX + "type"] = type
-        if self.source != "tidings":
-            h[CE_PREFIX + "source"] = self.source
-        h[CE_PREFIX + "time"] = stamp
-        h[CE_PREFIX + "correlationid"] = correlation_id or mid
-        if causation_id:
-            h[CE_PREFIX + "causationid"] = causation_id
-        if key is not None:
-            h[CE_PREFIX + "partitionkey"] = key
-        if subject is not None:
-            h[CE_PREFIX + "subject"] = subject
-        if info[1] is not None:
-            h[CE_PREFIX + "dataversion"] = info[1]
-        return Message(
-            id=mid,
-            topic=topic,
-            body=body,
-            headers=h,
-            key=key,
-            deliver_at=now + delay if delay else None,
-            expires_at=now + ttl if ttl else None,
-        )
+        return info
+
+    def _messages(
+        self,
+        topic: str,
+        events: Sequence[object],
+        *,
+        key: str | Callable[[object], str | None] | None = None,
+        headers: Mapping[str, str] | None = None,
+        delay: float | None = None,
+        ttl: float | None = None,
+        subject: str | None = None,
+        type: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> list[Message]:
+        """Encode ``events`` as transport messages, checking the size limit.
+
+        The headers are built once per event class (from :func:`ce_headers`) and copied:
+        in a batch only the id, the correlation id and the key differ.
+        """
+        check_name("topic", topic)
+        now = time.time()
+        stamp = format_time(now)
+        deliver_at = now + delay if delay else None
+        expires_at = now + ttl if ttl else None
+        limit = self.max_message_size
+        ids = [uuid7()] if len(events) == 1 else uuid7_many(len(events))
+        templates: dict[Any, dict[str, str]] = {}  # event class → headers
+        messages: list[Message] = []
+        for event, mid in zip(events, ids, strict=True):
+            template = templates.get(event.__class__)
+            if template is None:
+                name, version = self._type_of(event.__class__)
+                template = templates[event.__class__] = ce_headers(
+                    type or name,
+                    stamp,
+                    source=self.source,
+                    subject=subject,
+                    causationid=causation_id,
+                    dataversion=version,
+                    extra=headers,
+                )
+            body = encode_json(event)
+            if len(body) > limit:
+                raise MessageTooLarge(len(body), limit)
+            h = template.copy()
+            h[_CE_CORRELATION] = correlation_id or mid
+            k = key(event) if callable(key) else key
+            if k is not None:
+                h[_CE_KEY] = k
+            messages.append(
+                Message(
+                    id=mid,
+                    topic=topic,
+                    body=body,
+                    headers=h,
+                    key=k,
+                    deliver_at=deliver_at,
+                    expires_at=expires_at,
+                )
+            )
+        return messages
 
     async def publish(
         self,
@@ -207,12 +221,9 @@ class App:
         it in time. ``event`` is a Struct, dataclass, pydantic model, or a dict/list
         (type ``json`` unless ``type`` is given).
         """
-        check_name("topic", topic)
-        await self._ensure_started()
-        now = time.time()
-        message = self._message(
+        (message,) = self._messages(
             topic,
-            event,
+            [event],
             key=key,
             headers=headers,
             delay=delay,
@@ -221,10 +232,8 @@ class App:
             type=type,
             correlation_id=correlation_id,
             causation_id=causation_id,
-            now=now,
-            stamp=format_time(now),
-            mid=uuid7(),
         )
+        await self._connect()
         await self.transport.publish([message])
         return message.id
 
@@ -242,55 +251,9 @@ class App:
 
         ``key`` may be a function of the event.
         """
-        check_name("topic", topic)
-        await self._ensure_started()
-        now = time.time()
-        stamp = format_time(now)
-        deliver_at = now + delay if delay else None
-        expires_at = now + ttl if ttl else None
-        limit = self.max_message_size
-        # One header template per event class: only the id, correlation id and key differ
-        # between the messages of a batch.
-        templates: dict[type[Any], dict[str, str]] = {}
-        messages: list[Message] = []
-        for event, mid in zip(events, uuid7_many(len(events)), strict=True):
-            template = templates.get(event.__class__)
-            if template is None:
-                template = templates[event.__class__] = self._message(
-                    topic,
-                    event,
-                    key=None,
-                    headers=headers,
-                    delay=None,
-                    ttl=None,
-                    subject=None,
-                    type=None,
-                    correlation_id=None,
-                    causation_id=None,
-                    now=now,
-                    stamp=stamp,
-                    mid=mid,
-                ).headers
-            body = encode_json(event)
-            if len(body) > limit:
-                raise MessageTooLarge(len(body), limit)
-            h = template.copy()
-            h[_CE_CORRELATION] = mid
-            k = key(event) if callable(key) else key
-            if k is not None:
-                h[_CE_KEY] = k
-            messages.append(
-                Message(
-                    id=mid,
-                    topic=topic,
-                    body=body,
-                    headers=h,
-                    key=k,
-                    deliver_at=deliver_at,
-                    expires_at=expires_at,
-                )
-            )
+        messages = self._messages(topic, events, key=key, headers=headers, delay=delay, ttl=ttl)
         if messages:
+            await self._connect()
             await self.transport.publish(messages)
         return [m.id for m in messages]
 
@@ -306,7 +269,7 @@ class App:
         causation_id: str | None = None,
     ) -> str:
         """Send a command to its one handler; raises :class:`NoHandler` if none ever subscribed."""
-        await self._ensure_started()
+        await self._connect()
         name = self.registry.name_of(command.__class__)
         topic = command_topic(name)
         if topic not in self._known_handled:
@@ -360,7 +323,16 @@ class App:
                 f"{topic!r} is a command topic; register its one handler with @app.handle(Command)"
             )
         return self._register(
-            topic, group, retry, ordered, concurrency, prefetch, timeout, lease, start, middleware
+            topic,
+            group=group,
+            retry=retry,
+            ordered=ordered,
+            concurrency=concurrency,
+            prefetch=prefetch,
+            timeout=timeout,
+            lease=lease,
+            start=start,
+            middleware=middleware,
         )
 
     def handle(
@@ -389,15 +361,13 @@ class App:
             self._commands[name] = func.__qualname__
             return self._register(
                 command_topic(name),
-                COMMAND_GROUP,
-                retry,
-                False,
-                concurrency,
-                None,
-                timeout,
-                lease,
-                "earliest",
-                middleware,
+                group=COMMAND_GROUP,
+                retry=retry,
+                concurrency=concurrency,
+                timeout=timeout,
+                lease=lease,
+                start="earliest",
+                middleware=middleware,
             )(func)
 
         return decorator
@@ -405,29 +375,29 @@ class App:
     def _register(
         self,
         topic: str,
+        *,
         group: str | None,
         retry: Retry | None,
-        ordered: bool,
         concurrency: int,
-        prefetch: int | None,
         timeout: float | None,
         lease: float | None,
         start: StartFrom,
         middleware: Iterable[Middleware],
+        ordered: bool = False,
+        prefetch: int | None = None,
     ) -> Callable[[HandlerFunc], HandlerFunc]:
         check_name("topic", topic)
         if group is not None:
             check_name("group", group)
         if concurrency < 1 or (prefetch is not None and prefetch < 1):
             raise ConfigurationError("concurrency and prefetch must be at least 1")
-        rounds = -(-max(prefetch or concurrency, concurrency) // concurrency)
         if ordered and not self.transport.features.ordered:
             raise CapabilityNotSupported(
-                f"{self.url.split('://')[0]}:// does not support ordered=True subscriptions"
+                f"{scheme_of(self.url)}:// does not support ordered=True subscriptions"
             )
         if start == "earliest" and not self.transport.features.replay:
             raise CapabilityNotSupported(
-                f"{self.url.split('://')[0]}:// cannot replay (start='earliest')"
+                f"{scheme_of(self.url)}:// cannot replay (start='earliest')"
             )
         extra = list(middleware)
 
@@ -461,16 +431,13 @@ class App:
                 dispatcher,
                 ordered=ordered,
                 start=start,
-                lease=lease
-                if lease is not None
-                else (timeout or 50.0) * (rounds + 1 if rounds > 1 else 1) + 10.0,
                 concurrency=concurrency,
                 prefetch=prefetch,
+                lease=lease,
             )
-            reg = _Registration(consumer)
-            self._registrations.append(reg)
+            self._consumers.append(consumer)
             if self._started:
-                task = asyncio.get_running_loop().create_task(self._start_consumer(reg))
+                task = asyncio.get_running_loop().create_task(self._start_consumer(consumer))
                 self._pending_starts.add(task)
                 task.add_done_callback(self._pending_starts.discard)
             return func
@@ -480,23 +447,19 @@ class App:
     @property
     def consumers(self) -> list[Consumer]:
         """The registered subscriptions."""
-        return [r.consumer for r in self._registrations]
+        return list(self._consumers)
 
     # ---------------------------------------------------------------- lifecycle
 
-    async def _ensure_started(self) -> None:
+    async def _connect(self) -> None:
         """Publishing connects the broker on first use; it does not start subscribers."""
         if not self._connected:
             await self.transport.start()
             self._connected = True
 
-    async def _start_consumer(self, reg: _Registration) -> None:
-        if reg.started:
-            return
-        c = reg.consumer
-        await self.transport.ensure_group(dlq_topic(c.topic, c.group), DLQ_GROUP)
-        await c.start()
-        reg.started = True
+    async def _start_consumer(self, consumer: Consumer) -> None:
+        await self.transport.ensure_group(dlq_topic(consumer.topic, consumer.group), DLQ_GROUP)
+        await consumer.start()
 
     async def start(self) -> None:
         """Connect to the broker and start every registered subscriber. Idempotent."""
@@ -505,8 +468,8 @@ class App:
         await self.transport.start()
         self._connected = True
         self._started = True
-        for reg in self._registrations:
-            await self._start_consumer(reg)
+        for consumer in self._consumers:
+            await self._start_consumer(consumer)
 
     async def stop(self) -> None:
         """Graceful shutdown: stop fetching, drain in-flight handlers, close the broker."""
@@ -515,11 +478,7 @@ class App:
         self._started = self._connected = False
         if self._pending_starts:
             await asyncio.gather(*self._pending_starts, return_exceptions=True)
-        await asyncio.gather(
-            *(r.consumer.stop(self.grace) for r in self._registrations if r.started)
-        )
-        for r in self._registrations:
-            r.started = False
+        await asyncio.gather(*(c.stop(self.grace) for c in self._consumers if c.running))
         await self.transport.close()
 
     async def run(self) -> None:

@@ -31,17 +31,21 @@ class Consumer:
         *,
         ordered: bool,
         start: StartFrom,
-        lease: float,
         concurrency: int,
         prefetch: int | None = None,
+        lease: float | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.ordered = ordered
         self.start_from: StartFrom = start
-        self.lease = lease
         self.concurrency = concurrency
         self.prefetch = max(prefetch or concurrency, concurrency)
         self._rounds = -(-self.prefetch // concurrency)
+        if lease is None:
+            # Long enough for a prefetched message to wait for a worker, then run.
+            rounds = self._rounds + 1 if self._rounds > 1 else 1
+            lease = (dispatcher.timeout or 50.0) * rounds + 10.0
+        self.lease = lease
         self._free = self.prefetch
         self._freed = asyncio.Event()
         self._idle_workers = concurrency
@@ -65,8 +69,15 @@ class Consumer:
     def group(self) -> str:
         return self.dispatcher.group
 
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._fetcher is not None
+
     async def start(self) -> None:
-        """Join the group and start fetching."""
+        """Join the group and start fetching (once)."""
+        if self.running:
+            return
         d = self.dispatcher
         self._subscription = await d.app.transport.subscribe(
             d.topic, d.group, ordered=self.ordered, start=self.start_from, lease=self.lease

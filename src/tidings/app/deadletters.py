@@ -30,6 +30,7 @@ REPLAY_OF_HEADER = "tidings-replay-of"
 deduplicating group that never handled the original still runs it)."""
 
 _H = "dlq-"
+_EVERY = 1_000_000_000
 
 
 def dlq_topic(topic: str, group: str) -> str:
@@ -137,27 +138,55 @@ class DeadLetters:
                 out.append((t.topic, pending))
         return out
 
+    async def _select(
+        self,
+        topic: str | None = None,
+        group: str | None = None,
+        ids: Sequence[str] | None = None,
+        limit: int = _EVERY,
+    ) -> list[tuple[str, DeadLetter]]:
+        """(dead-letter topic, letter) pairs that match, oldest failure first.
+
+        With both ``topic`` and ``group`` the one queue is known by name; otherwise every
+        dead-letter topic is looked at.
+        """
+        if topic is not None and group is not None:
+            names = [dlq_topic(topic, group)]
+        else:
+            names = [name for name, _ in await self.queues()]
+        wanted = None if ids is None else set(ids)
+        found: list[tuple[str, DeadLetter]] = []
+        for name in names:
+            for message in await self._transport.browse(name, DLQ_GROUP, limit):
+                letter = DeadLetter.from_message(message)
+                if (
+                    (topic is None or letter.topic == topic)
+                    and (group is None or letter.group == group)
+                    and (wanted is None or letter.id in wanted)
+                ):
+                    found.append((name, letter))
+        found.sort(key=lambda pair: pair[1].last_failure)
+        return found
+
+    async def _remove(self, selected: Sequence[tuple[str, DeadLetter]]) -> int:
+        by_queue: dict[str, list[str]] = {}
+        for name, letter in selected:
+            by_queue.setdefault(name, []).append(letter.id)
+        removed = 0
+        for name, queue_ids in by_queue.items():
+            removed += await self._transport.purge(name, DLQ_GROUP, queue_ids)
+        return removed
+
     async def list(
         self, topic: str | None = None, group: str | None = None, limit: int = 100
     ) -> list[DeadLetter]:
         """Dead letters, oldest first; filter by original topic and/or group."""
-        out: list[DeadLetter] = []
-        for name, _ in await self.queues():
-            for message in await self._transport.browse(name, DLQ_GROUP, limit):
-                letter = DeadLetter.from_message(message)
-                if (topic is None or letter.topic == topic) and (
-                    group is None or letter.group == group
-                ):
-                    out.append(letter)
-        out.sort(key=lambda d: d.last_failure)
-        return out[:limit]
+        return [letter for _, letter in await self._select(topic, group, limit=limit)][:limit]
 
     async def show(self, message_id: str) -> DeadLetter:
         """One dead letter by message id (raises ``TidingsError`` when absent)."""
-        for name, _ in await self.queues():
-            for message in await self._transport.browse(name, DLQ_GROUP, 1_000_000):
-                if message.id == message_id:
-                    return DeadLetter.from_message(message)
+        for _, letter in await self._select(ids=[message_id]):
+            return letter
         raise TidingsError(f"no dead letter with id {message_id!r}; see `tidings dlq list`")
 
     async def replay(
@@ -168,39 +197,19 @@ class DeadLetters:
         Each is republished first and removed from the dead letters after, so a crash in
         between duplicates rather than loses.
         """
-        letters = await self.list(topic, group, limit=1_000_000)
-        if ids is not None:
-            wanted = set(ids)
-            letters = [d for d in letters if d.id in wanted]
-        for start in range(0, len(letters), 500):
-            chunk = letters[start : start + 500]
-            await self._transport.publish([d.original() for d in chunk])
-            by_queue: dict[str, list[str]] = {}
-            for d in chunk:
-                by_queue.setdefault(dlq_topic(d.topic, d.group), []).append(d.id)
-            for name, queue_ids in by_queue.items():
-                await self._transport.purge(name, DLQ_GROUP, queue_ids)
-        return len(letters)
+        selected = await self._select(topic, group, ids)
+        for start in range(0, len(selected), 500):
+            chunk = selected[start : start + 500]
+            await self._transport.publish([letter.original() for _, letter in chunk])
+            await self._remove(chunk)
+        return len(selected)
 
     async def purge(
         self, topic: str | None = None, group: str | None = None, ids: Sequence[str] | None = None
     ) -> int:
         """Delete dead letters for good."""
-        removed = 0
-        for name, _ in await self.queues():
-            if ids is None and topic is None and group is None:
-                removed += await self._transport.purge(name, DLQ_GROUP)
-                continue
-            letters = [
-                d
-                for d in (
-                    DeadLetter.from_message(m)
-                    for m in await self._transport.browse(name, DLQ_GROUP, 1_000_000)
-                )
-                if (topic is None or d.topic == topic)
-                and (group is None or d.group == group)
-                and (ids is None or d.id in set(ids))
-            ]
-            if letters:
-                removed += await self._transport.purge(name, DLQ_GROUP, [d.id for d in letters])
-        return removed
+        if ids is None and topic is None and group is None:
+            return sum(
+                [await self._transport.purge(name, DLQ_GROUP) for name, _ in await self.queues()]
+            )
+        return await self._remove(await self._select(topic, group, ids))

@@ -48,9 +48,13 @@ class Watchdog:
     def arm(self, task: asyncio.Task[Any]) -> None:
         self._deadlines[task] = time.monotonic() + self.timeout
 
-    def disarm(self, task: asyncio.Task[Any]) -> None:
+    def disarm(self, task: asyncio.Task[Any]) -> bool:
+        """Stop watching ``task``; True if the watchdog had cancelled it."""
         self._deadlines.pop(task, None)
-        self._fired.discard(task)
+        if task in self._fired:
+            self._fired.discard(task)
+            return True
+        return False
 
     def fired(self, task: asyncio.Task[Any]) -> bool:
         return task in self._fired
@@ -139,41 +143,32 @@ class Dispatcher:
         is never mistaken for a slow handler.
         """
         watchdog = self.watchdog
-        if watchdog is None:
-            try:
-                await self.handler(payload, ctx)
-            except asyncio.CancelledError as exc:
-                if task.cancelling():
-                    raise
-                return exc, traceback.format_exc()
-            except Exception as exc:
-                return exc, traceback.format_exc()
-            return None
-        watchdog.arm(task)
+        timed_out = False
+        if watchdog is not None:
+            watchdog.arm(task)
         try:
             await self.handler(payload, ctx)
         except asyncio.CancelledError as exc:
-            if watchdog.fired(task):
+            if watchdog is not None and watchdog.fired(task):
+                timed_out = True
                 if task.uncancel() > 0:
                     raise  # stop() cancelled the worker too
-                timeout = HandlerTimeout(
+                error: BaseException = HandlerTimeout(
                     f"handler for {self.topic!r} group {self.group!r} ran past its "
                     f"{self.timeout}s timeout and was cancelled"
                 )
-                return timeout, traceback.format_exc()
+                return error, traceback.format_exc()
             if task.cancelling():
                 raise
             return exc, traceback.format_exc()
         except Exception as exc:
-            if watchdog.fired(task):
-                task.uncancel()  # the handler turned our cancellation into another error
             return exc, traceback.format_exc()
-        else:
-            if watchdog.fired(task):
-                task.uncancel()  # the handler swallowed our cancellation
-            return None
         finally:
-            watchdog.disarm(task)
+            # A cancellation the handler swallowed or turned into another error is undone
+            # here, so it cannot hit the worker later.
+            if watchdog is not None and watchdog.disarm(task) and not timed_out:
+                task.uncancel()
+        return None
 
     async def _failed(self, delivery: Delivery, error: BaseException, tb: str) -> float | None:
         self.failed += 1
@@ -241,6 +236,3 @@ class Dispatcher:
             error,
         )
         return ACK
-
-    def stats(self) -> dict[str, Any]:
-        return {"handled": self.handled, "failed": self.failed, "dead_lettered": self.dead_lettered}

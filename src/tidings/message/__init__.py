@@ -1,7 +1,14 @@
 """Messages: CloudEvents envelope, codec, type registry."""
 
 from tidings.message.codec import decode_json, decode_payload, encode_json, encode_payload
-from tidings.message.envelope import CE_PREFIX, Envelope, Message, format_time, parse_time
+from tidings.message.envelope import (
+    CE_PREFIX,
+    Envelope,
+    Message,
+    ce_headers,
+    format_time,
+    parse_time,
+)
 from tidings.message.ids import uuid7, uuid7_many
 from tidings.message.registry import (
     Command,
@@ -23,6 +30,7 @@ __all__ = [
     "Message",
     "TypeRegistry",
     "Upcasters",
+    "ce_headers",
     "decode_json",
     "decode_payload",
     "default_registry",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time as _time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +13,7 @@ import msgspec
 from tidings.errors import DecodeError
 from tidings.message.ids import uuid7
 
-__all__ = ["CE_PREFIX", "Envelope", "Message", "format_time", "parse_time"]
+__all__ = ["CE_PREFIX", "Envelope", "Message", "ce_headers", "format_time", "parse_time"]
 
 CE_PREFIX = "ce-"
 _CE_ATTRS = (
@@ -71,16 +72,55 @@ def parse_time(value: str) -> datetime:
         raise DecodeError(f"invalid RFC 3339 time {value!r}") from exc
 
 
+DEFAULT_SOURCE = "tidings"
+JSON = "application/json"
+
+
+def ce_headers(
+    type: str,
+    time: str,
+    *,
+    source: str = DEFAULT_SOURCE,
+    subject: str | None = None,
+    correlationid: str | None = None,
+    causationid: str | None = None,
+    partitionkey: str | None = None,
+    dataversion: int = 1,
+    datacontenttype: str = JSON,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The binary-mode headers of one event: ``extra`` (user headers) plus the ``ce-*``
+    attributes, leaving out the implied ones (see :class:`Message`)."""
+    headers = dict(extra) if extra else {}
+    headers[CE_PREFIX + "type"] = type
+    headers[CE_PREFIX + "time"] = time
+    if source != DEFAULT_SOURCE:
+        headers[CE_PREFIX + "source"] = source
+    if datacontenttype != JSON:
+        headers["content-type"] = datacontenttype
+    for name, value in (
+        ("subject", subject),
+        ("correlationid", correlationid),
+        ("causationid", causationid),
+        ("partitionkey", partitionkey),
+    ):
+        if value is not None:
+            headers[CE_PREFIX + name] = value
+    if dataversion != 1:
+        headers[CE_PREFIX + "dataversion"] = str(dataversion)
+    return headers
+
+
 class Envelope(msgspec.Struct, kw_only=True, frozen=True):
     """A CloudEvents 1.0 event: attributes, the tidings extensions and the encoded data."""
 
     id: str
     type: str
-    source: str = "tidings"
+    source: str = DEFAULT_SOURCE
     specversion: str = "1.0"
     time: str = ""
     subject: str | None = None
-    datacontenttype: str = "application/json"
+    datacontenttype: str = JSON
     data: bytes = b""
     correlationid: str | None = None
     causationid: str | None = None
@@ -94,7 +134,7 @@ class Envelope(msgspec.Struct, kw_only=True, frozen=True):
         type: str,
         data: bytes,
         *,
-        source: str = "tidings",
+        source: str = DEFAULT_SOURCE,
         subject: str | None = None,
         key: str | None = None,
         correlationid: str | None = None,
@@ -129,17 +169,22 @@ class Envelope(msgspec.Struct, kw_only=True, frozen=True):
         expires_at: float | None = None,
     ) -> Message:
         """Binary-mode form for a transport."""
-        headers = dict(self.headers)
-        headers["content-type"] = self.datacontenttype
-        for name in _CE_ATTRS:
-            value = getattr(self, name)
-            if value is not None:
-                headers[CE_PREFIX + name] = str(value)
         return Message(
             id=self.id,
             topic=topic,
             body=self.data,
-            headers=headers,
+            headers=ce_headers(
+                self.type,
+                self.time,
+                source=self.source,
+                subject=self.subject,
+                correlationid=self.correlationid,
+                causationid=self.causationid,
+                partitionkey=self.partitionkey,
+                dataversion=self.dataversion,
+                datacontenttype=self.datacontenttype,
+                extra=self.headers,
+            ),
             key=self.partitionkey,
             deliver_at=deliver_at,
             expires_at=expires_at,
@@ -170,7 +215,7 @@ class Envelope(msgspec.Struct, kw_only=True, frozen=True):
             id=message.id,
             type=etype,
             data=message.body,
-            datacontenttype=message.headers.get("content-type", "application/json"),
+            datacontenttype=message.headers.get("content-type", JSON),
             dataversion=version,
             headers=user,
             **known,
