@@ -15,7 +15,6 @@ from tidings import Event
 from tidings.errors import (
     BrokerUnavailable,
     EncodeError,
-    MessageTooLarge,
     TransportClosed,
     UnsupportedURL,
 )
@@ -328,10 +327,9 @@ async def test_sqlite_bad_input_fails_only_its_own_publish(
     assert ids(await sub.fetch(10)) == ["m2"]
 
 
-async def test_sqlite_max_message_size(sqlite_url: str) -> None:
-    async with create(sqlite_url, max_message_size=10) as transport:
-        with pytest.raises(MessageTooLarge):
-            await transport.publish([Message(id="x", topic=TOPIC, body=b"x" * 11)])
+async def test_sqlite_size_limits_are_the_apps_not_the_transports(sqlite_url: str) -> None:
+    with pytest.raises(UnsupportedURL, match="max_message_size"):
+        create(sqlite_url, max_message_size=10)
 
 
 async def test_sqlite_concurrent_publishes_are_all_committed(

@@ -99,6 +99,18 @@ class _Group:
         else:
             self.busy_keys.pop(key, None)
 
+    def settle(self, token: int, delay: float | None) -> None:
+        """Ack (``delay`` None) or nack the lease ``token``; a stale token is ignored."""
+        entry = self.inflight.pop(token, None)
+        if entry is None:
+            return
+        entry.token = 0
+        now = time.time()
+        if delay is None:
+            self.release_key(entry, now)
+        else:
+            self._schedule(entry, now + delay, now)
+
     def housekeep(self, now: float) -> float | None:
         """Move due delayed entries to ready and expire leases; return the next deadline."""
         while self.delayed and self.delayed[0][0] <= now:
@@ -165,28 +177,19 @@ _shared: dict[str, _Broker] = {}
 
 
 class _MemoryDelivery(Delivery):
-    __slots__ = ("_entry", "_group", "_token", "attempt", "message")
+    __slots__ = ("_group", "_token", "attempt", "message")
 
     def __init__(self, group: _Group, entry: _Entry) -> None:
         self._group = group
-        self._entry = entry
         self._token = entry.token
         self.message = entry.message
         self.attempt = entry.attempt
 
     async def ack(self) -> None:
-        entry = self._group.inflight.pop(self._token, None)
-        if entry is not None:
-            entry.token = 0
-            self._group.release_key(entry, time.time())
+        self._group.settle(self._token, None)
 
     async def nack(self, delay: float = 0.0) -> None:
-        entry = self._group.inflight.pop(self._token, None)
-        if entry is not None:
-            entry.token = 0
-            now = time.time()
-            self._group._schedule(entry, now + delay, now)
-            self._group.wakeup.set()
+        self._group.settle(self._token, delay)
 
 
 class _MemorySubscription(Subscription):
@@ -218,17 +221,13 @@ class _MemorySubscription(Subscription):
     async def settle(
         self, acks: Sequence[Delivery], nacks: Sequence[tuple[Delivery, float]] = ()
     ) -> None:
-        group = self._group
-        now = time.time()
+        settle = self._group.settle
         for d in acks:
             assert isinstance(d, _MemoryDelivery)
-            entry = group.inflight.pop(d._token, None)
-            if entry is not None:
-                entry.token = 0
-                if group.ordered:
-                    group.release_key(entry, now)
+            settle(d._token, None)
         for d, delay in nacks:
-            await d.nack(delay)
+            assert isinstance(d, _MemoryDelivery)
+            settle(d._token, delay)
 
 
 class MemoryTransport(Transport):

@@ -17,8 +17,6 @@ parameters (``sqlite:///x.db?busy_timeout=10``):
     acked them.
 ``gc_interval`` (seconds, default 1)
     How often the writer deletes, in batches, message rows past retention.
-``max_message_size`` (bytes, default none)
-    Bodies larger than this raise ``MessageTooLarge`` at publish.
 
 Design. One writer thread owns the write connection; ``publish``, ``ack``, ``nack``, group
 creation, purge and leases are queued to it, and it runs everything queued in one
@@ -50,7 +48,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from tidings.errors import EncodeError, MessageTooLarge, TransportClosed, UnsupportedURL
+from tidings.errors import EncodeError, TransportClosed, UnsupportedURL
 from tidings.message import Message
 from tidings.transports import _sqlite_sql as sql
 from tidings.transports._sqlite_threads import Op, Reader, Result, Writer
@@ -74,7 +72,6 @@ _OPTIONS: dict[str, tuple[type, object]] = {
     "max_poll_interval": (float, 0.1),
     "retention": (float, 3600.0),
     "gc_interval": (float, 1.0),
-    "max_message_size": (int, None),
 }
 
 
@@ -136,40 +133,11 @@ class _SqliteDelivery(Delivery):
         self.message = sql.decode_row(sub.topic, seq, data)
         self._done = False
 
-    def _begin_ack(self) -> asyncio.Future[None] | None:
-        sub = self._sub
-        # Acking a keyed message may unblock the next one of its key (ordered groups).
-        topics = () if self.message.key is None else (sub.topic,)
-        return self._begin("ack", (sub.group_id, self._lease, self._seq), topics)
-
-    def _begin_nack(self, delay: float) -> asyncio.Future[None] | None:
-        sub = self._sub
-        args = (sub.group_id, self._lease, max(delay, 0.0), self._seq)
-        return self._begin("nack", args, (sub.topic,))
-
-    def _begin(
-        self, kind: str, args: tuple[Any, ...], topics: tuple[str, ...]
-    ) -> asyncio.Future[None] | None:
-        if self._done:
-            return None
-        future = self._sub.transport._decide(kind, args, topics)
-        self._done = True
-        return future
-
-    async def _wait(self, future: asyncio.Future[None] | None) -> None:
-        if future is None:
-            return
-        try:
-            await future
-        except BaseException:
-            self._done = False  # not recorded (say, BrokerUnavailable): the caller may retry
-            raise
-
     async def ack(self) -> None:
-        await self._wait(self._begin_ack())
+        await self._sub.settle((self,))
 
     async def nack(self, delay: float = 0.0) -> None:
-        await self._wait(self._begin_nack(delay))
+        await self._sub.settle((), ((self, delay),))
 
 
 class _SqliteSubscription(Subscription):
@@ -255,7 +223,7 @@ class _SqliteSubscription(Subscription):
             return
         for d in taken:
             d._done = True
-        transport._decide_many(items, topics)
+        transport._decide(items, topics)
         try:
             await future
         except BaseException:
@@ -281,7 +249,6 @@ class SqliteTransport(Transport):
         max_poll_interval: float = 0.1,
         retention: float = 3600.0,
         gc_interval: float = 1.0,
-        max_message_size: int | None = None,
     ) -> None:
         self.url = url
         self.path = path
@@ -290,7 +257,6 @@ class SqliteTransport(Transport):
         self._max_poll_interval = max(max_poll_interval, self._poll_interval)
         self._retention = retention
         self._gc_interval = gc_interval
-        self._max_message_size = max_message_size
         self._writer: Writer | None = None
         self._decisions: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]] = []
         self._decision_topics: set[str] = set()
@@ -331,24 +297,10 @@ class SqliteTransport(Transport):
         return future
 
     def _decide(
-        self, kind: str, args: tuple[Any, ...], topics: Collection[str]
-    ) -> asyncio.Future[None]:
-        """Queue an ack or nack. Those made in one loop iteration (a handler batch acking
-        concurrently) reach the writer as one op, which spares it per-ack work."""
-        writer = self._writer
-        if self._closing or writer is None:
-            raise TransportClosed(f"transport {self.url} is closed")
-        future: asyncio.Future[None] = writer.loop.create_future()
-        if not self._decisions:
-            writer.loop.call_soon(self._flush_decisions)
-        self._decisions.append((kind, args, future))
-        self._decision_topics.update(topics)
-        return future
-
-    def _decide_many(
         self, items: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]], topics: set[str]
     ) -> None:
-        """Queue many decisions (see :meth:`_decide`)."""
+        """Queue acks and nacks. Those made in one loop iteration (several workers settling
+        at once) reach the writer as one op, which spares it per-ack work."""
         writer = self._writer
         assert writer is not None
         if not self._decisions:
@@ -426,11 +378,8 @@ class SqliteTransport(Transport):
         if not messages:
             return
         now = time.time()
-        limit = self._max_message_size
         rows: list[sql.MessageRow] = []
         for m in messages:
-            if limit is not None and len(m.body) > limit:
-                raise MessageTooLarge(len(m.body), limit)
             ready_at = now if m.deliver_at is None or m.deliver_at < now else m.deliver_at
             try:
                 rows.append((m.topic, m.key, ready_at, sql.encode_message(m)))
