@@ -33,6 +33,9 @@ MAX_STREAM_NAME = 2000
 """Longest accepted stream name, in characters."""
 
 ReadAll = Callable[..., Awaitable[list[RecordedEvent]]]
+Append = tuple[str, Sequence[NewEvent], ExpectedVersion]
+"""One queued append: stream, events, expected version."""
+WriteBatch = Callable[[list[Append]], Awaitable[list[AppendResult | Exception]]]
 
 _meta_decoder = msgspec.json.Decoder(dict[str, str])
 _meta_encoder = msgspec.json.Encoder()
@@ -201,3 +204,61 @@ async def follow(
                     await asyncio.wait_for(waiter.wait(), poll_interval)
     finally:
         notifier.discard(waiter)
+
+
+class GroupCommit:
+    """Group commit of appends: those queued while a write is in flight go together in
+    the next ``write`` call (one transaction, one fsync), each getting its own outcome.
+
+    ``max_inflight`` writes may run at once; ``max_batch`` caps the appends per write;
+    ``committed`` runs after each write (to wake live subscriptions).
+    """
+
+    def __init__(
+        self,
+        write: WriteBatch,
+        *,
+        max_inflight: int = 1,
+        max_batch: int | None = None,
+        committed: Callable[[], None] | None = None,
+    ) -> None:
+        self._write = write
+        self.max_inflight = max(1, max_inflight)
+        self.max_batch = max_batch
+        self._committed = committed
+        self._pending: list[tuple[Append, asyncio.Future[AppendResult]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, append: Append) -> AppendResult:
+        """Queue ``append`` and wait for its outcome (its own error, if it failed)."""
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        self._pending.append((append, future))
+        if len(self._tasks) < self.max_inflight:
+            task = asyncio.create_task(self._flush())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            size = len(self._pending) if self.max_batch is None else self.max_batch
+            batch = self._pending[:size]
+            del self._pending[:size]
+            try:
+                outcomes = await self._write([append for append, _ in batch])
+            except Exception as exc:
+                outcomes = [exc] * len(batch)
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+            if self._committed is not None:
+                self._committed()
+
+    async def drain(self) -> None:
+        """Wait until every queued append has its outcome."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

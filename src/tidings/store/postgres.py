@@ -56,6 +56,8 @@ from tidings.errors import (
     WrongExpectedVersion,
 )
 from tidings.store._common import (
+    Append,
+    GroupCommit,
     Notifier,
     category_of,
     decode_metadata,
@@ -87,7 +89,6 @@ _KEY = "sha256(convert_to($1, 'UTF8'))"
 btree entry (a 1,000-character unicode name is up to 4,000 bytes, over btree's ~2,700)."""
 
 _OK, _CONFLICT, _DELETED, _DUPLICATE = 0, 1, 2, 3
-_Append = tuple[str, Sequence[NewEvent], ExpectedVersion]
 
 
 class _Sql:
@@ -335,11 +336,9 @@ class PostgresRecorder(Recorder):
         self.pool_size = pool_size
         self.poll_interval = poll_interval
         self.connect_timeout = connect_timeout
-        self.max_inflight = max(1, min(max_inflight, pool_size))
-        self.max_batch = max_batch
-        self._pending: list[tuple[_Append, asyncio.Future[AppendResult]]] = []
-        self._flushers = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._commits = GroupCommit(
+            self._append_many, max_inflight=min(max_inflight, pool_size), max_batch=max_batch
+        )
         self.sql = _Sql(schema)
         self.pool: Any = None
         self._listener: Any = None
@@ -404,8 +403,7 @@ class PostgresRecorder(Recorder):
         self.pool, self._listener = pool, listener
 
     async def close(self) -> None:
-        if self._tasks:  # let queued appends finish before the pool goes away
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._commits.drain()  # queued appends finish before the pool goes away
         pool, listener = self.pool, self._listener
         self.pool = self._listener = None
         self._notifier.close()
@@ -431,40 +429,9 @@ class PostgresRecorder(Recorder):
     ) -> AppendResult:
         validate_append(stream, events, expected_version)
         self._pool()
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._pending.append(((stream, events, expected_version), future))
-        if self._flushers < self.max_inflight:
-            self._flushers += 1
-            task = asyncio.create_task(self._flush())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return await asyncio.shield(future)
+        return await self._commits.submit((stream, events, expected_version))
 
-    async def _flush(self) -> None:
-        """Group commit: send every queued append in one call (one transaction, one fsync).
-
-        While one batch commits, new appends queue for the next; the table lock serialises
-        commits anyway, so batching is what lets concurrent appenders go faster.
-        """
-        try:
-            while self._pending:
-                batch = self._pending[: self.max_batch]
-                del self._pending[: self.max_batch]
-                try:
-                    outcomes = await self._append_many([a for a, _ in batch])
-                except Exception as exc:
-                    outcomes = [exc] * len(batch)
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(outcome, BaseException):
-                        future.set_exception(outcome)
-                    else:
-                        future.set_result(outcome)
-        finally:
-            self._flushers -= 1
-
-    async def _append_many(self, batch: list[_Append]) -> list[AppendResult | Exception]:
+    async def _append_many(self, batch: list[Append]) -> list[AppendResult | Exception]:
         events = [e for _, evs, _ in batch for e in evs]
         kinds = [_kind(expected) for _, _, expected in batch]
         pool = self._pool()

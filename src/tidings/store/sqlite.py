@@ -38,6 +38,8 @@ from tidings.errors import (
 )
 from tidings.message.codec import encode_json
 from tidings.store._common import (
+    Append,
+    GroupCommit,
     Notifier,
     category_of,
     decode_metadata,
@@ -61,7 +63,6 @@ from tidings.store.base import (
 __all__ = ["SqliteRecorder", "create"]
 
 T = TypeVar("T")
-_Append = tuple[str, Sequence[NewEvent], ExpectedVersion]
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS streams (
@@ -193,8 +194,7 @@ class SqliteRecorder(Recorder):
         self._reader: ThreadPoolExecutor | None = None
         self._wcon: sqlite3.Connection | None = None
         self._rcon: sqlite3.Connection | None = None
-        self._pending: list[tuple[_Append, asyncio.Future[AppendResult]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._commits = GroupCommit(self._write_batches, committed=self._notify)
         self._notifier = Notifier()
 
     # -- threads -------------------------------------------------------------------------
@@ -250,9 +250,7 @@ class SqliteRecorder(Recorder):
         if writer is None or reader is None:
             return
         self._notifier.close()
-        if self._flusher is not None:
-            with contextlib.suppress(Exception):
-                await self._flusher
+        await self._commits.drain()
         wcon, rcon = self._wcon, self._rcon
         await self._run(writer, lambda: self._close_con(wcon))
         await self._run(reader, lambda: self._close_con(rcon))
@@ -269,33 +267,15 @@ class SqliteRecorder(Recorder):
         validate_append(stream, events, expected_version)
         if self._writer is None:
             raise StoreUnavailable("the sqlite recorder is not started (call start())")
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._pending.append(((stream, events, expected_version), future))
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush())
-        return await asyncio.shield(future)
+        return await self._commits.submit((stream, events, expected_version))
 
-    async def _flush(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    appends = [a for a, _ in batch]
-                    outcomes = await self._run(self._writer, partial(self._write_batch, appends))
-                except Exception as exc:
-                    outcomes = [exc] * len(batch)
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(outcome, BaseException):
-                        future.set_exception(outcome)
-                    else:
-                        future.set_result(outcome)
-                self._notifier.notify()
-        finally:
-            self._flusher = None
+    def _notify(self) -> None:
+        self._notifier.notify()
 
-    def _write_batch(self, batch: list[_Append]) -> list[AppendResult | Exception]:
+    async def _write_batches(self, batch: list[Append]) -> list[AppendResult | Exception]:
+        return await self._run(self._writer, partial(self._write_batch, batch))
+
+    def _write_batch(self, batch: list[Append]) -> list[AppendResult | Exception]:
         """Writer thread: every queued append in one transaction, one SAVEPOINT each."""
         con = self._wcon
         assert con is not None
